@@ -1,0 +1,36 @@
+/* .runner, resolved and read inside the container root. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define RUNNER_FILE_MAX (64 * 1024)
+
+enum runner_state {
+	RUNNER_ABSENT,      /* no such file (or no such directory above it) */
+	RUNNER_READ,        /* a regular file, read into data/len */
+	RUNNER_NOT_REGULAR, /* symlink, FIFO, socket, device, directory */
+	RUNNER_TOO_LARGE,   /* more than RUNNER_FILE_MAX bytes */
+};
+
+struct runner_file {
+	int dir_fd;         /* its directory, pinned inside the container root; -1 if absent */
+	char *name;         /* its last path component */
+	enum runner_state state;
+	bool is_dir;
+	char *data;         /* RUNNER_READ: the contents (may hold a secret; wiped on close) */
+	size_t len;
+};
+
+/* Opens the container root once and resolves the directory of path (absolute,
+ * inside the container) with openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS),
+ * then opens the last component itself without following it.  Returns 0
+ * with *rf filled, -ENOSYS when the kernel has no openat2, or -errno. */
+int container_open_runner(const char *root, const char *path, struct runner_file *rf);
+
+/* Removes the file (the link itself, never a target) with unlinkat on the
+ * pinned directory.  Returns 0 (also when already gone) or -errno. */
+int container_remove_runner(struct runner_file *rf);
+
+/* Closes, wipes and frees. */
+void container_close_runner(struct runner_file *rf);

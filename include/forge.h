@@ -1,0 +1,32 @@
+/* The forge client: libcurl, one keep-alive connection, retries and a deadline. */
+#pragma once
+
+#include <stdint.h>
+
+#include "answer.h"
+
+struct forge_config {
+	const char *url;         /* http:// or https://, no query */
+	const char *unix_socket; /* NULL: TCP */
+	const char *ca_file;     /* NULL: system trust store */
+	const char *admin_token; /* sent only in the Authorization header */
+};
+
+struct forge;
+
+/* Creates a client.  The admin token is copied into the header list (wiped
+ * on forge_free); cfg need not outlive the call.  Returns 0 or -errno. */
+int forge_new(const struct forge_config *cfg, struct forge **out);
+
+/* Wipes and frees everything the client holds.  NULL is fine. */
+void forge_free(struct forge *f);
+
+/* GETs path (under /api/v1), asking again while the answer is retryable for
+ * kind and the monotonic deadline (ms) has not passed: backoff starts at
+ * 100 ms and doubles up to 200 ms, a Retry-After is honoured but clamped to
+ * the time left, and no request runs past the deadline.  The last answer is
+ * left in *a (its body is valid until the next call); the verdict is
+ * returned.  *timed_out is set when the loop stopped because the deadline
+ * passed. */
+enum verdict forge_ask(struct forge *f, const char *path, enum route_kind kind, int64_t deadline_ms,
+		       struct forge_answer *a, int *timed_out);

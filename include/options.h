@@ -1,0 +1,39 @@
+/* The command line: an exact contract (see the man page). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define PROGRAM_NAME "hive-ci-prefetch"
+
+struct options {
+	const char *forge_url;
+	const char *unix_socket; /* NULL: TCP */
+	const char *ca_file;     /* NULL: the system's trust store */
+	const char *core_token_file;
+	const char *container_root;
+	const char *runner_file; /* absolute, inside the container */
+	const char *output;
+	int64_t retry_timeout_ms;
+	bool reregister;
+	bool dry_run;
+	bool json;
+	int verbosity; /* -1 quiet, 0 default, 1 verbose */
+};
+
+enum options_result {
+	OPTIONS_RUN,
+	OPTIONS_HELP,
+	OPTIONS_VERSION,
+	OPTIONS_BAD = -1,
+};
+
+/* Parses argv into *o (strings point into argv).  On OPTIONS_BAD, err holds
+ * one line saying what is wrong (no trailing newline).  Prints nothing. */
+enum options_result options_parse(int argc, char **argv, struct options *o, char *err,
+				  size_t errlen);
+
+/* Writes the --help text. */
+void options_usage(FILE *f);

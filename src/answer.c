@@ -1,0 +1,108 @@
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "answer.h"
+#include "token.h"
+
+static json_t *body_json(const struct forge_answer *a)
+{
+	if (!a->body || a->body_len == 0 || a->body_truncated)
+		return NULL;
+	return json_loadb(a->body, a->body_len, JSON_REJECT_DUPLICATES, NULL);
+}
+
+static bool body_is_json_object(const struct forge_answer *a)
+{
+	json_t *j = body_json(a);
+	bool is_object = json_is_object(j);
+
+	json_decref(j);
+	return is_object;
+}
+
+enum verdict answer_classify(const struct forge_answer *a, enum route_kind kind)
+{
+	long s = a->status;
+
+	if (s == 0)
+		return VERDICT_NO_ANSWER;
+	if (s == 200)
+		return VERDICT_OK;
+	if (s == 401 || s == 403)
+		return VERDICT_AUTH_REJECTED;
+	if (s == 404)
+		return body_is_json_object(a) ? VERDICT_GONE : VERDICT_NO_ROUTE;
+	if (s == 408 || s == 429)
+		return VERDICT_TRANSIENT;
+	/* The lookup waits out any server error; the token fetch only those
+	 * that mean "busy" (a 501 or 505 will not get better by waiting). */
+	if (kind == ROUTE_LOOKUP && s >= 500 && s <= 599)
+		return VERDICT_TRANSIENT;
+	if (kind == ROUTE_TOKEN && (s == 500 || s == 502 || s == 503 || s == 504))
+		return VERDICT_TRANSIENT;
+	return VERDICT_UNEXPECTED;
+}
+
+bool answer_is_retryable(enum verdict v, enum route_kind kind)
+{
+	/* A lookup with no answer keeps .runner at once: the runner that the
+	 * forge cannot be asked about is given the benefit of the doubt. */
+	if (v == VERDICT_NO_ANSWER)
+		return kind == ROUTE_TOKEN;
+	return v == VERDICT_TRANSIENT;
+}
+
+int answer_runner_uuid(const struct forge_answer *a, char *uuid, size_t n)
+{
+	json_t *j = body_json(a);
+	json_t *u = json_object_get(j, "uuid");
+	int found = 0;
+
+	if (json_is_string(u) && json_string_length(u) < n &&
+	    strlen(json_string_value(u)) == json_string_length(u)) {
+		memcpy(uuid, json_string_value(u), json_string_length(u) + 1);
+		found = 1;
+	}
+	json_decref(j);
+	return found;
+}
+
+int answer_token(const struct forge_answer *a, char **token)
+{
+	json_t *j = body_json(a);
+	json_t *t = json_object_get(j, "token");
+	int r = -EBADMSG;
+
+	*token = NULL;
+	if (json_is_object(j) && json_is_string(t) &&
+	    token_is_valid(json_string_value(t), json_string_length(t))) {
+		*token = strdup(json_string_value(t));
+		r = *token ? 0 : -ENOMEM;
+	}
+	json_decref(j); /* the wiping allocator zeroes jansson's copy */
+	return r;
+}
+
+const char *verdict_name(enum verdict v)
+{
+	switch (v) {
+	case VERDICT_OK:
+		return "ok";
+	case VERDICT_GONE:
+		return "not found";
+	case VERDICT_NO_ROUTE:
+		return "no such route";
+	case VERDICT_NO_ANSWER:
+		return "no answer";
+	case VERDICT_AUTH_REJECTED:
+		return "admin token rejected";
+	case VERDICT_TRANSIENT:
+		return "busy";
+	case VERDICT_UNEXPECTED:
+		return "unexpected answer";
+	}
+	return "?";
+}

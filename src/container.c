@@ -1,0 +1,183 @@
+/* .runner inside the container root.
+ *
+ * Everything under the container root is written by whoever runs in the
+ * container, and root in a nixos-container is root on the host.  Rules this
+ * file keeps:
+ *  1. The container root is opened once; every path inside it is resolved by
+ *     openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) relative to that fd,
+ *     so symlinks and ".." are interpreted as if the root were "/" and
+ *     nothing resolves outside it.  No string path into the container is
+ *     ever handed to open() or unlink().  Without openat2 we refuse.
+ *  2. The last component is looked at without following it, opened
+ *     O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, and checked on the fd: a regular
+ *     file of at most RUNNER_FILE_MAX bytes.  Anything else is malformed.
+ *  3. Deletion is unlinkat() on the pinned directory fd: it removes the name
+ *     (a symlink itself, never its target).
+ *  4. The file's bytes are secret (they hold the runner's token): wiped on
+ *     close, never logged.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "container.h"
+
+#define OPENAT2_EAGAIN_TRIES 16
+
+static int openat2_in_root(int root_fd, const char *path, int flags)
+{
+	struct open_how how = {
+		.flags = (uint64_t)flags,
+		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+	};
+
+	/* EAGAIN: a rename or mount raced the lookup; the kernel asks us to
+	 * try again rather than risk a wrong answer. */
+	for (int i = 0; i < OPENAT2_EAGAIN_TRIES; i++) {
+		long fd = syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
+
+		if (fd >= 0)
+			return (int)fd;
+		if (errno != EAGAIN && errno != EINTR)
+			return -errno;
+	}
+	return -EAGAIN;
+}
+
+static ssize_t read_at_most(int fd, char *buf, size_t size)
+{
+	size_t done = 0;
+
+	while (done < size) {
+		ssize_t n = read(fd, buf + done, size - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+/* Reads the file rf->name in rf->dir_fd, setting rf->state. */
+static int runner_read(struct runner_file *rf)
+{
+	_cleanup_(closep) int fd = -1;
+	struct stat st;
+	ssize_t n;
+
+	if (fstatat(rf->dir_fd, rf->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	/* Looked at before opening, so a device node is never opened. */
+	if (!S_ISREG(st.st_mode)) {
+		rf->state = RUNNER_NOT_REGULAR;
+		rf->is_dir = S_ISDIR(st.st_mode);
+		return 0;
+	}
+
+	fd = openat(rf->dir_fd, rf->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 0;
+		if (errno == ELOOP || errno == ENXIO) { /* swapped for a symlink or socket */
+			rf->state = RUNNER_NOT_REGULAR;
+			return 0;
+		}
+		return -errno;
+	}
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode)) {
+		rf->state = RUNNER_NOT_REGULAR;
+		rf->is_dir = S_ISDIR(st.st_mode);
+		return 0;
+	}
+	if (st.st_size > RUNNER_FILE_MAX) {
+		rf->state = RUNNER_TOO_LARGE;
+		return 0;
+	}
+
+	rf->data = malloc(RUNNER_FILE_MAX + 1);
+	if (!rf->data)
+		return -ENOMEM;
+	n = read_at_most(fd, rf->data, RUNNER_FILE_MAX + 1); /* it may have grown */
+	if (n < 0)
+		return (int)n;
+	if (n > RUNNER_FILE_MAX) {
+		rf->state = RUNNER_TOO_LARGE;
+		return 0;
+	}
+	rf->len = (size_t)n;
+	rf->state = RUNNER_READ;
+	return 0;
+}
+
+int container_open_runner(const char *root, const char *path, struct runner_file *rf)
+{
+	_cleanup_(closep) int root_fd = -1;
+	_cleanup_(freep) char *dir = NULL;
+	const char *slash = strrchr(path, '/');
+	int fd, r;
+
+	*rf = (struct runner_file){.dir_fd = -1, .state = RUNNER_ABSENT};
+	if (path[0] != '/' || !slash || slash[1] == '\0')
+		return -EINVAL;
+
+	root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root_fd < 0)
+		return errno == ENOENT ? 0 : -errno; /* container not created yet */
+
+	dir = slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
+	rf->name = strdup(slash + 1);
+	if (!dir || !rf->name)
+		return -ENOMEM;
+
+	fd = openat2_in_root(root_fd, dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd == -ENOENT || fd == -ENOTDIR || fd == -ELOOP)
+		return 0; /* no such directory, so no .runner */
+	if (fd < 0)
+		return fd;
+	rf->dir_fd = fd;
+
+	r = runner_read(rf);
+	return r;
+}
+
+int container_remove_runner(struct runner_file *rf)
+{
+	if (rf->dir_fd < 0)
+		return 0;
+	if (unlinkat(rf->dir_fd, rf->name, rf->is_dir ? AT_REMOVEDIR : 0) == 0)
+		return 0;
+	if (errno == ENOENT)
+		return 0;
+	/* It changed type since we looked: try the other way once. */
+	if (errno == EISDIR || errno == ENOTDIR) {
+		if (unlinkat(rf->dir_fd, rf->name, rf->is_dir ? 0 : AT_REMOVEDIR) == 0 ||
+		    errno == ENOENT)
+			return 0;
+	}
+	return -errno;
+}
+
+void container_close_runner(struct runner_file *rf)
+{
+	if (rf->data) {
+		explicit_bzero(rf->data, RUNNER_FILE_MAX + 1);
+		free(rf->data);
+	}
+	free(rf->name);
+	closep(&rf->dir_fd);
+	*rf = (struct runner_file){.dir_fd = -1};
+}

@@ -1,0 +1,225 @@
+/* The forge client.
+ *
+ * Rules this file keeps:
+ *  1. The admin token travels only in the Authorization header; never in a
+ *     URL, never in a message.  libcurl's verbose output is never enabled.
+ *  2. Only http and https; redirects are never followed; proxies named in
+ *     the environment are ignored; TLS verification is always on.
+ *  3. A body is kept up to ANSWER_BODY_MAX bytes and cut off beyond, so an
+ *     endless body costs bounded memory; every byte is wiped after use.
+ *  4. No request runs past the caller's deadline.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "clock.h"
+#include "cleanup.h"
+#include "forge.h"
+#include "log.h"
+
+#define CONNECT_TIMEOUT_MS 3000
+#define REQUEST_TIMEOUT_MS 10000
+#define FIRST_REQUEST_MIN_MS 1000 /* even --retry-timeout=0 asks once */
+#define LOW_SPEED_TIME_S 5
+#define BACKOFF_FIRST_MS 100
+#define BACKOFF_MAX_MS 200 /* a forge that comes up is noticed within ~1/4 s */
+
+struct forge {
+	CURL *curl;
+	struct curl_slist *headers; /* holds the admin token: wiped by the allocator */
+	char *base;                 /* forge URL without trailing slashes */
+	size_t body_len;
+	bool truncated;
+	char body[ANSWER_BODY_MAX];
+};
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	struct forge *f = userdata;
+	size_t n = size * nmemb;
+
+	if (n > ANSWER_BODY_MAX - f->body_len) {
+		f->truncated = true;
+		return 0; /* makes libcurl stop with CURLE_WRITE_ERROR */
+	}
+	memcpy(f->body + f->body_len, data, n);
+	f->body_len += n;
+	return n;
+}
+
+static int set_options(struct forge *f, const struct forge_config *cfg)
+{
+	CURL *c = f->curl;
+	CURLcode e = CURLE_OK;
+
+#define SET(opt, val)                                                                              \
+	do {                                                                                       \
+		if (e == CURLE_OK)                                                                 \
+			e = curl_easy_setopt(c, opt, val);                                         \
+	} while (0)
+	SET(CURLOPT_PROTOCOLS_STR, "http,https");
+	SET(CURLOPT_FOLLOWLOCATION, 0L);
+	SET(CURLOPT_PROXY, ""); /* "" overrides http_proxy, HTTPS_PROXY, ALL_PROXY */
+	SET(CURLOPT_NOPROXY, "*");
+	SET(CURLOPT_SSL_VERIFYPEER, 1L);
+	SET(CURLOPT_SSL_VERIFYHOST, 2L);
+	SET(CURLOPT_NOSIGNAL, 1L);
+	SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
+	SET(CURLOPT_LOW_SPEED_TIME, (long)LOW_SPEED_TIME_S);
+	SET(CURLOPT_USERAGENT, "hive-ci-prefetch");
+	SET(CURLOPT_HTTPHEADER, f->headers);
+	SET(CURLOPT_WRITEFUNCTION, on_body);
+	SET(CURLOPT_WRITEDATA, f);
+	if (cfg->unix_socket)
+		SET(CURLOPT_UNIX_SOCKET_PATH, cfg->unix_socket);
+	if (cfg->ca_file)
+		SET(CURLOPT_CAINFO, cfg->ca_file);
+#undef SET
+	return e == CURLE_OK ? 0 : -EINVAL;
+}
+
+int forge_new(const struct forge_config *cfg, struct forge **out)
+{
+	static const char prefix[] = "Authorization: token ";
+	struct forge *f;
+	size_t len;
+	char *h;
+	int r;
+
+	*out = NULL;
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	f->base = strdup(cfg->url);
+	f->curl = curl_easy_init();
+	len = sizeof(prefix) + strlen(cfg->admin_token);
+	h = malloc(len);
+	if (!f->base || !f->curl || !h) {
+		free(h);
+		forge_free(f);
+		return -ENOMEM;
+	}
+	for (size_t n = strlen(f->base); n > 0 && f->base[n - 1] == '/'; n--)
+		f->base[n - 1] = '\0';
+
+	snprintf(h, len, "%s%s", prefix, cfg->admin_token);
+	f->headers = curl_slist_append(NULL, h); /* copies h */
+	explicit_bzero(h, len);
+	free(h);
+	if (!f->headers) {
+		forge_free(f);
+		return -ENOMEM;
+	}
+	r = set_options(f, cfg);
+	if (r < 0) {
+		forge_free(f);
+		return r;
+	}
+	*out = f;
+	return 0;
+}
+
+void forge_free(struct forge *f)
+{
+	if (!f)
+		return;
+	curl_easy_cleanup(f->curl);
+	curl_slist_free_all(f->headers);
+	free(f->base);
+	explicit_bzero(f->body, sizeof(f->body));
+	free(f);
+}
+
+static void request(struct forge *f, const char *path, int64_t timeout_ms, struct forge_answer *a)
+{
+	_cleanup_(freep) char *url = NULL;
+	curl_off_t retry_after = 0;
+	CURLcode e;
+	long status = 0;
+
+	explicit_bzero(f->body, f->body_len);
+	f->body_len = 0;
+	f->truncated = false;
+	*a = (struct forge_answer){.retry_after_ms = -1};
+
+	if (asprintf(&url, "%s/api/v1%s", f->base, path) < 0) {
+		url = NULL;
+		return;
+	}
+	if (timeout_ms > REQUEST_TIMEOUT_MS)
+		timeout_ms = REQUEST_TIMEOUT_MS;
+	curl_easy_setopt(f->curl, CURLOPT_URL, url);
+	curl_easy_setopt(f->curl, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+	curl_easy_setopt(f->curl, CURLOPT_CONNECTTIMEOUT_MS,
+			 (long)(timeout_ms < CONNECT_TIMEOUT_MS ? timeout_ms : CONNECT_TIMEOUT_MS));
+
+	e = curl_easy_perform(f->curl);
+	/* A body cut off at the cap still came with a status worth reading;
+	 * any other failure is no answer at all. */
+	if (e == CURLE_OK || (e == CURLE_WRITE_ERROR && f->truncated))
+		curl_easy_getinfo(f->curl, CURLINFO_RESPONSE_CODE, &status);
+	else
+		log_debug("GET %s: %s", path, curl_easy_strerror(e));
+
+	a->status = status;
+	a->body = f->body;
+	a->body_len = f->body_len;
+	a->body_truncated = f->truncated;
+	if (status && curl_easy_getinfo(f->curl, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK &&
+	    retry_after > 0)
+		a->retry_after_ms = retry_after > INT64_MAX / 1000 ? INT64_MAX : retry_after * 1000;
+}
+
+static void sleep_ms(int64_t ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+
+	while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
+		;
+}
+
+enum verdict forge_ask(struct forge *f, const char *path, enum route_kind kind, int64_t deadline_ms,
+		       struct forge_answer *a, int *timed_out)
+{
+	int64_t backoff = BACKOFF_FIRST_MS;
+	bool first = true;
+
+	*timed_out = 0;
+	for (;;) {
+		int64_t left = deadline_ms - clock_now_ms();
+		enum verdict v;
+
+		if (first && left < FIRST_REQUEST_MIN_MS)
+			left = FIRST_REQUEST_MIN_MS;
+		first = false;
+		request(f, path, left, a);
+		v = answer_classify(a, kind);
+		if (a->status)
+			log_debug("GET %s: %ld (%s)", path, a->status, verdict_name(v));
+		if (!answer_is_retryable(v, kind))
+			return v;
+
+		left = deadline_ms - clock_now_ms();
+		if (left <= 0) {
+			*timed_out = 1;
+			return v;
+		}
+		int64_t wait = a->retry_after_ms >= 0 ? a->retry_after_ms : backoff;
+		if (wait >= left) {
+			log_debug("waiting %lld ms would pass the deadline; giving up at it",
+				  (long long)wait);
+			sleep_ms(left);
+			*timed_out = 1;
+			return v;
+		}
+		log_debug("asking again in %lld ms", (long long)wait);
+		sleep_ms(wait);
+		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+	}
+}

@@ -1,0 +1,76 @@
+/* hive-ci-prefetch: decide whether the CI runner's saved credentials are
+ * still good and, if not, fetch a fresh registration token from the forge. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <sys/prctl.h>
+#include <sysexits.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "flow.h"
+#include "log.h"
+#include "options.h"
+#include "wipe_alloc.h"
+
+#ifndef VERSION
+#define VERSION "unknown"
+#endif
+
+static void print_json(const struct outcome *out, bool dry_run)
+{
+	json_t *j = json_pack("{s:s, s:s, s:o, s:i, s:b}", "action", action_name(out->action),
+			      "reason", out->reason, "runner_id",
+			      out->runner_id ? json_integer(out->runner_id) : json_null(), "exit",
+			      out->exit_status, "dry_run", dry_run);
+
+	if (j) {
+		json_dumpf(j, stdout, JSON_COMPACT);
+		fputc('\n', stdout);
+		json_decref(j);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+	struct outcome out;
+	char err[512];
+
+	/* No core dumps and no ptrace by others of our uid: we hold secrets. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+
+	switch (options_parse(argc, argv, &o, err, sizeof(err))) {
+	case OPTIONS_HELP:
+		options_usage(stdout);
+		return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
+	case OPTIONS_VERSION:
+		puts(PROGRAM_NAME " " VERSION);
+		return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
+	case OPTIONS_BAD:
+		fprintf(stderr, PROGRAM_NAME ": %s (see --help)\n", err);
+		return EX_USAGE;
+	case OPTIONS_RUN:
+		break;
+	}
+
+	log_setup(o.verbosity < 0 ? LOG_ERR : o.verbosity > 0 ? LOG_DEBUG : LOG_INFO);
+	/* TLS is only initialised for a forge that needs it. */
+	if (wipe_alloc_install(strncasecmp(o.forge_url, "https:", 6) == 0 ? CURL_GLOBAL_DEFAULT
+									   : CURL_GLOBAL_NOTHING) < 0) {
+		log_error("cannot initialise libcurl");
+		return EX_SOFTWARE;
+	}
+
+	flow_run(&o, &out);
+
+	if (o.json)
+		print_json(&out, o.dry_run);
+	else if (o.dry_run && out.exit_status == EX_OK)
+		puts(out.reason);
+	curl_global_cleanup();
+	if (fflush(stdout) != 0 && out.exit_status == EX_OK)
+		return EX_IOERR;
+	return out.exit_status;
+}

@@ -1,0 +1,263 @@
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <string.h>
+#include <strings.h>
+
+#include "options.h"
+
+#define RETRY_TIMEOUT_MAX_S 86400
+
+enum {
+	OPT_FORGE_URL = 256,
+	OPT_UNIX_SOCKET,
+	OPT_CA_FILE,
+	OPT_CORE_TOKEN_FILE,
+	OPT_CONTAINER_ROOT,
+	OPT_RUNNER_FILE,
+	OPT_OUTPUT,
+	OPT_RETRY_TIMEOUT,
+	OPT_REREGISTER,
+	OPT_JSON,
+};
+
+static const struct option long_options[] = {
+	{"forge-url", required_argument, NULL, OPT_FORGE_URL},
+	{"unix-socket", required_argument, NULL, OPT_UNIX_SOCKET},
+	{"ca-file", required_argument, NULL, OPT_CA_FILE},
+	{"core-token-file", required_argument, NULL, OPT_CORE_TOKEN_FILE},
+	{"container-root", required_argument, NULL, OPT_CONTAINER_ROOT},
+	{"runner-file", required_argument, NULL, OPT_RUNNER_FILE},
+	{"output", required_argument, NULL, OPT_OUTPUT},
+	{"retry-timeout", required_argument, NULL, OPT_RETRY_TIMEOUT},
+	{"reregister", no_argument, NULL, OPT_REREGISTER},
+	{"dry-run", no_argument, NULL, 'n'},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"verbose", no_argument, NULL, 'v'},
+	{"quiet", no_argument, NULL, 'q'},
+	{"help", no_argument, NULL, 'h'},
+	{"version", no_argument, NULL, 'V'},
+	{NULL, 0, NULL, 0},
+};
+
+void options_usage(FILE *f)
+{
+	fputs("Usage: " PROGRAM_NAME " [OPTION]...\n"
+	      "Before the CI container starts: keep the runner's .runner if the forge still\n"
+	      "knows it, otherwise delete it and fetch a registration token; write\n"
+	      "TOKEN=<token> or TOKEN=placeholder to the output file.\n"
+	      "\n"
+	      "  --forge-url=URL          forge base URL (default http://127.0.0.1:3000)\n"
+	      "  --unix-socket=PATH       talk HTTP over this Unix socket; the URL's host is\n"
+	      "                           then only the Host header\n"
+	      "  --ca-file=PATH           trust this CA for an https forge (verification is\n"
+	      "                           always on)\n"
+	      "  --core-token-file=PATH   forge admin token file\n"
+	      "                           (default /var/lib/hyperhive/forge-core-token)\n"
+	      "  --container-root=DIR     the container's root on the host\n"
+	      "                           (default /var/lib/nixos-containers/hive-ci)\n"
+	      "  --runner-file=PATH       .runner path INSIDE the container\n"
+	      "                           (default /var/lib/gitea-runner/hive/.runner)\n"
+	      "  --output=PATH            token file to write (default /run/hive-ci/runner-token)\n"
+	      "  --retry-timeout=SECONDS  how long to keep asking for a registration token\n"
+	      "                           (default 30)\n"
+	      "  --reregister             discard .runner even if the forge still knows it;\n"
+	      "                           fetch a fresh token\n"
+	      "  -n, --dry-run            decide and say what would happen; delete, write and\n"
+	      "                           fetch nothing\n"
+	      "      --json               print the decision as one JSON object on stdout\n"
+	      "  -v, --verbose            say each step\n"
+	      "  -q, --quiet              errors only\n"
+	      "  -h, --help               show this help and exit\n"
+	      "  -V, --version            show the version and exit\n"
+	      "\n"
+	      "Exit status: 0 done, 64 bad usage, 71 kernel lacks openat2, 73 output cannot\n"
+	      "be written, 74 .runner cannot be read, 75 no registration token within\n"
+	      "--retry-timeout, 76 the forge's answer is not a valid registration token,\n"
+	      "77 the forge rejected the admin token, 78 the admin token file is unusable.\n"
+	      "See hive-ci-prefetch(8).\n",
+	      f);
+}
+
+static enum options_result bad(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static enum options_result bad(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return OPTIONS_BAD;
+}
+
+static enum options_result bad_option(const char *arg, int opt, char *err, size_t errlen)
+{
+	const char *eq = strchr(arg, '=');
+
+	/* getopt leaves optopt 0 for an unknown long option, sets it to a known
+	 * long option's value when that was given "=value", and to the letter
+	 * of an unknown short option, which may sit in a bundle not yet passed. */
+	if (strncmp(arg, "--", 2) != 0 || (opt && !eq))
+		return bad(err, errlen, "unknown option '-%c'", opt);
+	if (opt)
+		return bad(err, errlen, "option '%.*s' takes no value", (int)(eq - arg), arg);
+	return bad(err, errlen, "unknown option '%s'", arg);
+}
+
+/* SECONDS: digits, optionally a point and up to three decimals. */
+static int parse_seconds(const char *s, int64_t *ms)
+{
+	int64_t whole = 0, frac = 0, scale = 100;
+	const char *p = s;
+
+	if (*p < '0' || *p > '9')
+		return -1;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		whole = whole * 10 + (*p - '0');
+		if (whole > RETRY_TIMEOUT_MAX_S)
+			return -1;
+	}
+	if (*p == '.') {
+		p++;
+		if (*p < '0' || *p > '9')
+			return -1;
+		for (; *p >= '0' && *p <= '9' && scale > 0; p++, scale /= 10)
+			frac += (*p - '0') * scale;
+	}
+	if (*p != '\0')
+		return -1;
+	*ms = whole * 1000 + frac;
+	return 0;
+}
+
+static bool has_control_or_space(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s <= ' ' || *s == 0x7f)
+			return true;
+	return false;
+}
+
+static const char *check_url(const char *url)
+{
+	if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
+		return "must start with http:// or https://";
+	if (has_control_or_space(url))
+		return "must not contain spaces or control characters";
+	if (strpbrk(url, "?#"))
+		return "must not contain a query or fragment";
+	return NULL;
+}
+
+static const char *check_runner_file(const char *path)
+{
+	const char *base = strrchr(path, '/');
+
+	if (path[0] != '/')
+		return "must be an absolute path inside the container";
+	if (strlen(path) >= PATH_MAX)
+		return "is too long";
+	base++;
+	if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
+		return "must name a file";
+	if (strlen(base) > NAME_MAX)
+		return "has a file name that is too long";
+	return NULL;
+}
+
+enum options_result options_parse(int argc, char **argv, struct options *o, char *err,
+				  size_t errlen)
+{
+	const char *why;
+	int c;
+
+	*o = (struct options){
+		.forge_url = "http://127.0.0.1:3000",
+		.core_token_file = "/var/lib/hyperhive/forge-core-token",
+		.container_root = "/var/lib/nixos-containers/hive-ci",
+		.runner_file = "/var/lib/gitea-runner/hive/.runner",
+		.output = "/run/hive-ci/runner-token",
+		.retry_timeout_ms = 30000,
+	};
+
+	opterr = 0;
+	optind = 0; /* full reinitialisation, so the parser can run more than once */
+	while ((c = getopt_long(argc, argv, ":nvqhV", long_options, NULL)) != -1) {
+		switch (c) {
+		case OPT_FORGE_URL:
+			o->forge_url = optarg;
+			break;
+		case OPT_UNIX_SOCKET:
+			o->unix_socket = optarg;
+			break;
+		case OPT_CA_FILE:
+			o->ca_file = optarg;
+			break;
+		case OPT_CORE_TOKEN_FILE:
+			o->core_token_file = optarg;
+			break;
+		case OPT_CONTAINER_ROOT:
+			o->container_root = optarg;
+			break;
+		case OPT_RUNNER_FILE:
+			o->runner_file = optarg;
+			break;
+		case OPT_OUTPUT:
+			o->output = optarg;
+			break;
+		case OPT_RETRY_TIMEOUT:
+			if (parse_seconds(optarg, &o->retry_timeout_ms) < 0)
+				return bad(err, errlen,
+					   "--retry-timeout: '%s' is not a number of seconds from 0 "
+					   "to %d",
+					   optarg, RETRY_TIMEOUT_MAX_S);
+			break;
+		case OPT_REREGISTER:
+			o->reregister = true;
+			break;
+		case 'n':
+			o->dry_run = true;
+			break;
+		case OPT_JSON:
+			o->json = true;
+			break;
+		case 'v':
+			o->verbosity = 1;
+			break;
+		case 'q':
+			o->verbosity = -1;
+			break;
+		case 'h':
+			return OPTIONS_HELP;
+		case 'V':
+			return OPTIONS_VERSION;
+		case ':':
+			return bad(err, errlen, "option '%s' needs a value", argv[optind - 1]);
+		default:
+			return bad_option(argv[optind - 1], optopt, err, errlen);
+		}
+	}
+	if (optind < argc)
+		return bad(err, errlen, "unexpected argument '%s'", argv[optind]);
+
+	if ((why = check_url(o->forge_url)))
+		return bad(err, errlen, "--forge-url: %s", why);
+	if ((why = check_runner_file(o->runner_file)))
+		return bad(err, errlen, "--runner-file: %s", why);
+
+	const struct {
+		const char *name, *value;
+	} paths[] = {
+		{"--unix-socket", o->unix_socket},         {"--ca-file", o->ca_file},
+		{"--core-token-file", o->core_token_file}, {"--container-root", o->container_root},
+		{"--output", o->output},
+	};
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+		if (paths[i].value && paths[i].value[0] == '\0')
+			return bad(err, errlen, "%s: empty path", paths[i].name);
+	if (o->output[strlen(o->output) - 1] == '/')
+		return bad(err, errlen, "--output: must name a file, not a directory");
+	return OPTIONS_RUN;
+}

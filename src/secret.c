@@ -1,0 +1,117 @@
+/* The forge's admin token file.
+ *
+ * Rules this file keeps:
+ *  1. The file is opened O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC and
+ *     checked on the fd we got: a regular file, not group- or
+ *     world-writable, at most ADMIN_TOKEN_FILE_MAX bytes.
+ *  2. Every buffer that held the token is wiped before it is freed, on
+ *     every path.
+ *  3. Nothing here logs; *why never contains the token or the file's bytes.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "secret.h"
+
+#define ADMIN_TOKEN_FILE_MAX 4096
+
+static ssize_t read_full(int fd, char *buf, size_t size)
+{
+	size_t done = 0;
+
+	while (done < size) {
+		ssize_t n = read(fd, buf + done, size - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+int admin_token_read(const char *path, struct admin_token *t, const char **why)
+{
+	_cleanup_(closep) int fd = -1;
+	char buf[ADMIN_TOKEN_FILE_MAX + 1];
+	size_t start = 0, end;
+	struct stat st;
+	ssize_t n;
+	int r;
+
+	*t = (struct admin_token){0};
+	*why = NULL;
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 0; /* the forge has not written it yet */
+		*why = errno == ELOOP ? "is a symbolic link" : "cannot be opened";
+		return -errno;
+	}
+	if (fstat(fd, &st) < 0) {
+		*why = "cannot be examined";
+		return -errno;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		*why = "is not a regular file";
+		return -EINVAL;
+	}
+	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		*why = "is group- or world-writable";
+		return -EPERM;
+	}
+	if (st.st_size > ADMIN_TOKEN_FILE_MAX) {
+		*why = "is longer than 4 KiB";
+		return -EFBIG;
+	}
+
+	n = read_full(fd, buf, sizeof(buf));
+	if (n < 0) {
+		*why = "cannot be read";
+		return (int)n;
+	}
+	end = (size_t)n;
+	if (end > ADMIN_TOKEN_FILE_MAX) {
+		*why = "is longer than 4 KiB";
+		r = -EFBIG;
+		goto out;
+	}
+	while (start < end && isspace((unsigned char)buf[start]))
+		start++;
+	while (end > start && isspace((unsigned char)buf[end - 1]))
+		end--;
+	r = 0;
+	for (size_t i = start; i < end; i++)
+		if (buf[i] < '!' || buf[i] > '~') {
+			*why = "is not one line of printable ASCII without spaces";
+			r = -EBADMSG;
+			goto out;
+		}
+	if (end > start) {
+		t->value = strndup(buf + start, end - start);
+		if (!t->value) {
+			*why = "cannot be held in memory";
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+	t->world_readable = st.st_mode & S_IROTH;
+out:
+	explicit_bzero(buf, sizeof(buf));
+	return r;
+}
+
+void admin_token_clear(struct admin_token *t)
+{
+	erase_and_freep(&t->value);
+	t->value = NULL;
+}
