@@ -8,10 +8,10 @@
 #define ANSWER_BODY_MAX (64 * 1024)
 
 struct forge_answer {
-	long status;         /* HTTP status; 0: no answer (refused, reset, timed out) */
-	const char *body;    /* not NUL-terminated; owned by the forge client */
+	long status;	  /* HTTP status; 0: no answer (refused, reset, timed out) */
+	const char *body; /* not NUL-terminated; owned by the forge client */
 	size_t body_len;
-	bool body_truncated; /* more than ANSWER_BODY_MAX was sent */
+	bool body_truncated;	/* more than ANSWER_BODY_MAX was sent */
 	int64_t retry_after_ms; /* -1: no usable Retry-After */
 };
 
@@ -21,8 +21,8 @@ enum route_kind {
 };
 
 enum verdict {
-	VERDICT_OK,            /* 200 */
-	VERDICT_GONE,          /* 404 with a JSON object: the forge does not know the runner */
+	VERDICT_OK,	       /* 200 */
+	VERDICT_GONE,	       /* 404 with a JSON object: the forge does not know the runner */
 	VERDICT_NO_ROUTE,      /* 404 without one: the forge has no such route */
 	VERDICT_NO_ANSWER,     /* refused, reset, timed out */
 	VERDICT_AUTH_REJECTED, /* 401, 403 */

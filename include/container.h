@@ -7,18 +7,18 @@
 #define RUNNER_FILE_MAX (64 * 1024)
 
 enum runner_state {
-	RUNNER_ABSENT,      /* no such file (or no such directory above it) */
-	RUNNER_READ,        /* a regular file, read into data/len */
+	RUNNER_ABSENT,	    /* no such file (or no such directory above it) */
+	RUNNER_READ,	    /* a regular file, read into data/len */
 	RUNNER_NOT_REGULAR, /* symlink, FIFO, socket, device, directory */
 	RUNNER_TOO_LARGE,   /* more than RUNNER_FILE_MAX bytes */
 };
 
 struct runner_file {
-	int dir_fd;         /* its directory, pinned inside the container root; -1 if absent */
-	char *name;         /* its last path component */
+	int dir_fd; /* its directory, pinned inside the container root; -1 if absent */
+	char *name; /* its last path component */
 	enum runner_state state;
 	bool is_dir;
-	char *data;         /* RUNNER_READ: the contents (may hold a secret; wiped on close) */
+	char *data; /* RUNNER_READ: the contents (may hold a secret; wiped on close) */
 	size_t len;
 };
 

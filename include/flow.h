@@ -7,15 +7,15 @@
 
 enum action {
 	ACTION_PLACEHOLDER, /* forge not set up yet: placeholder written */
-	ACTION_KEEP,        /* .runner kept (verified, or unverifiable): placeholder written */
+	ACTION_KEEP,	    /* .runner kept (verified, or unverifiable): placeholder written */
 	ACTION_REGISTER,    /* no .runner: registration token written */
 	ACTION_REREGISTER,  /* .runner deleted: registration token written */
-	ACTION_FAIL,        /* stopped; see the exit status */
+	ACTION_FAIL,	    /* stopped; see the exit status */
 };
 
 struct outcome {
 	enum action action;
-	int exit_status; /* sysexits.h */
+	int exit_status;   /* sysexits.h */
 	int64_t runner_id; /* 0: none known */
 	char reason[256];  /* one sentence, no secrets */
 };

@@ -6,9 +6,9 @@
 #include "answer.h"
 
 struct forge_config {
-	const char *url;         /* http:// or https://, no query */
+	const char *url;	 /* http:// or https://, no query */
 	const char *unix_socket; /* NULL: TCP */
-	const char *ca_file;     /* NULL: system trust store */
+	const char *ca_file;	 /* NULL: system trust store */
 	const char *admin_token; /* sent only in the Authorization header */
 };
 

@@ -11,7 +11,7 @@
 struct options {
 	const char *forge_url;
 	const char *unix_socket; /* NULL: TCP */
-	const char *ca_file;     /* NULL: the system's trust store */
+	const char *ca_file;	 /* NULL: the system's trust store */
 	const char *core_token_file;
 	const char *container_root;
 	const char *runner_file; /* absolute, inside the container */

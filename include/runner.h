@@ -8,7 +8,7 @@
 #define RUNNER_UUID_MAX 64
 
 struct runner_info {
-	int64_t id;                        /* 1 .. INT64_MAX */
+	int64_t id; /* 1 .. INT64_MAX */
 	bool has_uuid;
 	char uuid[RUNNER_UUID_MAX + 1];
 };

@@ -4,7 +4,7 @@
 #include <stdbool.h>
 
 struct admin_token {
-	char *value;         /* NUL-terminated; NULL when absent or empty; wiped by admin_token_clear */
+	char *value; /* NUL-terminated; NULL when absent or empty; wiped by admin_token_clear */
 	bool world_readable; /* worth a warning, not a refusal */
 };
 

@@ -35,8 +35,8 @@
 static int openat2_in_root(int root_fd, const char *path, int flags)
 {
 	struct open_how how = {
-		.flags = (uint64_t)flags,
-		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+	    .flags = (uint64_t)flags,
+	    .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
 	};
 
 	/* EAGAIN: a rename or mount raced the lookup; the kernel asks us to
@@ -86,7 +86,8 @@ static int runner_read(struct runner_file *rf)
 		return 0;
 	}
 
-	fd = openat(rf->dir_fd, rf->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	fd =
+	    openat(rf->dir_fd, rf->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0) {
 		if (errno == ENOENT)
 			return 0;

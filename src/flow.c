@@ -52,13 +52,13 @@ struct flow {
 };
 
 static const char *const lookup_routes[] = {
-	"/admin/runners/",         /* the hive's design */
-	"/admin/actions/runners/", /* Forgejo 15 */
+    "/admin/runners/",	       /* the hive's design */
+    "/admin/actions/runners/", /* Forgejo 15 */
 };
 
 static const char *const token_routes[] = {
-	"/admin/runners/registration-token",         /* Forgejo 7..15 */
-	"/admin/actions/runners/registration-token", /* Forgejo 15 and later */
+    "/admin/runners/registration-token",	 /* Forgejo 7..15 */
+    "/admin/actions/runners/registration-token", /* Forgejo 15 and later */
 };
 
 const char *action_name(enum action a)
@@ -98,26 +98,34 @@ static enum step conclude(struct flow *fl, enum action a, int status, int level,
 	return STEP_DONE;
 }
 
-/* Writes the placeholder and finishes with action a, saying the sentence. */
-static enum step keep(struct flow *fl, enum action a, int level, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+/* Writes the placeholder and finishes with action a (ACTION_KEEP or
+ * ACTION_PLACEHOLDER), saying the cause and what follows from it. */
+static enum step keep(struct flow *fl, enum action a, bool unverified, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static enum step keep(struct flow *fl, enum action a, int level, const char *fmt, ...)
+static enum step keep(struct flow *fl, enum action a, bool unverified, const char *fmt, ...)
 {
-	char sentence[sizeof(fl->out->reason)];
+	const char *kept = unverified ? " unverified" : "";
+	int level = unverified ? LOG_WARNING : LOG_INFO;
+	char cause[sizeof(fl->out->reason)];
 	va_list ap;
 	int r;
 
 	va_start(ap, fmt);
-	vsnprintf(sentence, sizeof(sentence), fmt, ap);
+	vsnprintf(cause, sizeof(cause), fmt, ap);
 	va_end(ap);
+	if (fl->o->dry_run && a == ACTION_KEEP)
+		return conclude(fl, a, EX_OK, level,
+				"%s: would keep .runner%s and write the placeholder", cause, kept);
 	if (fl->o->dry_run)
-		return conclude(fl, a, EX_OK, level, "%s; would write the placeholder", sentence);
+		return conclude(fl, a, EX_OK, level, "%s: would write the placeholder", cause);
 	r = output_write(fl->o->output, NULL);
 	if (r < 0)
 		return conclude(fl, ACTION_FAIL, EX_CANTCREAT, LOG_ERR, "cannot write %s: %s",
 				fl->o->output, strerror(-r));
-	return conclude(fl, a, EX_OK, level, "%s", sentence);
+	if (a == ACTION_KEEP)
+		return conclude(fl, a, EX_OK, level, "%s; keeping .runner%s", cause, kept);
+	return conclude(fl, a, EX_OK, level, "%s; wrote the placeholder", cause);
 }
 
 static enum step step_admin_token(struct flow *fl)
@@ -131,8 +139,8 @@ static enum step step_admin_token(struct flow *fl)
 		return conclude(fl, ACTION_FAIL, EX_CONFIG, LOG_ERR, "admin token file %s %s",
 				o->core_token_file, why);
 	if (!fl->admin.value)
-		return keep(fl, ACTION_PLACEHOLDER, LOG_INFO,
-			    "no admin token yet (forge still initialising); asking the forge nothing");
+		return keep(fl, ACTION_PLACEHOLDER, false,
+			    "no admin token yet (forge still initialising)");
 	if (fl->admin.world_readable)
 		log_warning("admin token file %s is world-readable", o->core_token_file);
 
@@ -209,26 +217,22 @@ static enum step step_lookup(struct flow *fl)
 		if (fl->info.has_uuid && answer_runner_uuid(&a, uuid, sizeof(uuid)) &&
 		    strcmp(uuid, fl->info.uuid) != 0) {
 			snprintf(fl->cause, sizeof(fl->cause),
-				 "runner %" PRId64 " on the forge is a different runner (uuid differs)",
+				 "runner %" PRId64
+				 " on the forge is a different runner (uuid differs)",
 				 id);
 			return STEP_DISCARD;
 		}
-		return keep(fl, ACTION_KEEP, LOG_INFO,
-			    "runner %" PRId64 " still registered; keeping .runner", id);
+		return keep(fl, ACTION_KEEP, false, "runner %" PRId64 " still registered", id);
 	case VERDICT_GONE:
-		snprintf(fl->cause, sizeof(fl->cause), "runner %" PRId64 " is gone from the forge (404)",
-			 id);
+		snprintf(fl->cause, sizeof(fl->cause),
+			 "runner %" PRId64 " is gone from the forge (404)", id);
 		return STEP_DISCARD;
 	case VERDICT_NO_ROUTE:
-		return keep(fl, ACTION_KEEP, LOG_WARNING,
-			    "forge has no runner lookup API; keeping .runner unverified");
+		return keep(fl, ACTION_KEEP, true, "forge has no runner lookup API");
 	case VERDICT_NO_ANSWER:
-		return keep(fl, ACTION_KEEP, LOG_WARNING,
-			    "forge did not answer; keeping .runner unverified");
+		return keep(fl, ACTION_KEEP, true, "forge did not answer");
 	case VERDICT_TRANSIENT:
-		return keep(fl, ACTION_KEEP, LOG_WARNING,
-			    "forge still answered %ld after --retry-timeout; keeping .runner "
-			    "unverified",
+		return keep(fl, ACTION_KEEP, true, "forge still answered %ld at --retry-timeout",
 			    a.status);
 	case VERDICT_AUTH_REJECTED:
 		return conclude(fl, ACTION_FAIL, EX_NOPERM, LOG_ERR,
@@ -236,8 +240,8 @@ static enum step step_lookup(struct flow *fl)
 	case VERDICT_UNEXPECTED:
 		break;
 	}
-	snprintf(fl->cause, sizeof(fl->cause), "forge answered %ld to the lookup of runner %" PRId64,
-		 a.status, id);
+	snprintf(fl->cause, sizeof(fl->cause),
+		 "forge answered %ld to the lookup of runner %" PRId64, a.status, id);
 	return STEP_DISCARD;
 }
 
@@ -251,8 +255,8 @@ static enum step step_discard(struct flow *fl)
 				fl->cause);
 	r = container_remove_runner(&fl->rf);
 	if (r < 0)
-		return conclude(fl, ACTION_FAIL, EX_IOERR, LOG_ERR, "%s, but it cannot be deleted: %s",
-				fl->cause, strerror(-r));
+		return conclude(fl, ACTION_FAIL, EX_IOERR, LOG_ERR,
+				"%s, but it cannot be deleted: %s", fl->cause, strerror(-r));
 	log_info("%s: deleted .runner; fetching a registration token", fl->cause);
 	fl->out->action = ACTION_REREGISTER;
 	return STEP_FETCH;
@@ -262,8 +266,8 @@ static enum step step_fetch(struct flow *fl)
 {
 	_cleanup_(erase_and_freep) char *token = NULL;
 	int64_t deadline = clock_now_ms() + fl->o->retry_timeout_ms;
-	enum action action = fl->out->action == ACTION_REREGISTER ? ACTION_REREGISTER
-								   : ACTION_REGISTER;
+	enum action action =
+	    fl->out->action == ACTION_REREGISTER ? ACTION_REREGISTER : ACTION_REGISTER;
 	struct forge_answer a;
 	enum verdict v = VERDICT_NO_ROUTE;
 	int timed_out = 0, r;
@@ -311,11 +315,8 @@ static enum step step_fetch(struct flow *fl)
 }
 
 static enum step (*const steps[])(struct flow *) = {
-	[STEP_ADMIN_TOKEN] = step_admin_token,
-	[STEP_RUNNER] = step_runner,
-	[STEP_LOOKUP] = step_lookup,
-	[STEP_DISCARD] = step_discard,
-	[STEP_FETCH] = step_fetch,
+    [STEP_ADMIN_TOKEN] = step_admin_token, [STEP_RUNNER] = step_runner, [STEP_LOOKUP] = step_lookup,
+    [STEP_DISCARD] = step_discard,	   [STEP_FETCH] = step_fetch,
 };
 
 void flow_run(const struct options *o, struct outcome *out)
@@ -335,6 +336,7 @@ void flow_run(const struct options *o, struct outcome *out)
 		int r = output_ensure(o->output);
 
 		if (r < 0)
-			log_error("cannot write the placeholder to %s: %s", o->output, strerror(-r));
+			log_error("cannot write the placeholder to %s: %s", o->output,
+				  strerror(-r));
 	}
 }

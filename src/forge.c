@@ -23,17 +23,17 @@
 #include "forge.h"
 #include "log.h"
 
-#define CONNECT_TIMEOUT_MS 3000
-#define REQUEST_TIMEOUT_MS 10000
+#define CONNECT_TIMEOUT_MS   3000
+#define REQUEST_TIMEOUT_MS   10000
 #define FIRST_REQUEST_MIN_MS 1000 /* even --retry-timeout=0 asks once */
-#define LOW_SPEED_TIME_S 5
-#define BACKOFF_FIRST_MS 100
-#define BACKOFF_MAX_MS 200 /* a forge that comes up is noticed within ~1/4 s */
+#define LOW_SPEED_TIME_S     5
+#define BACKOFF_FIRST_MS     100
+#define BACKOFF_MAX_MS	     200 /* a forge that comes up is noticed within ~1/4 s */
 
 struct forge {
 	CURL *curl;
 	struct curl_slist *headers; /* holds the admin token: wiped by the allocator */
-	char *base;                 /* forge URL without trailing slashes */
+	char *base;		    /* forge URL without trailing slashes */
 	size_t body_len;
 	bool truncated;
 	char body[ANSWER_BODY_MAX];

@@ -57,8 +57,9 @@ int main(int argc, char **argv)
 
 	log_setup(o.verbosity < 0 ? LOG_ERR : o.verbosity > 0 ? LOG_DEBUG : LOG_INFO);
 	/* TLS is only initialised for a forge that needs it. */
-	if (wipe_alloc_install(strncasecmp(o.forge_url, "https:", 6) == 0 ? CURL_GLOBAL_DEFAULT
-									   : CURL_GLOBAL_NOTHING) < 0) {
+	if (wipe_alloc_install(strncasecmp(o.forge_url, "https:", 6) == 0
+				   ? CURL_GLOBAL_DEFAULT
+				   : CURL_GLOBAL_NOTHING) < 0) {
 		log_error("cannot initialise libcurl");
 		return EX_SOFTWARE;
 	}

@@ -22,22 +22,22 @@ enum {
 };
 
 static const struct option long_options[] = {
-	{"forge-url", required_argument, NULL, OPT_FORGE_URL},
-	{"unix-socket", required_argument, NULL, OPT_UNIX_SOCKET},
-	{"ca-file", required_argument, NULL, OPT_CA_FILE},
-	{"core-token-file", required_argument, NULL, OPT_CORE_TOKEN_FILE},
-	{"container-root", required_argument, NULL, OPT_CONTAINER_ROOT},
-	{"runner-file", required_argument, NULL, OPT_RUNNER_FILE},
-	{"output", required_argument, NULL, OPT_OUTPUT},
-	{"retry-timeout", required_argument, NULL, OPT_RETRY_TIMEOUT},
-	{"reregister", no_argument, NULL, OPT_REREGISTER},
-	{"dry-run", no_argument, NULL, 'n'},
-	{"json", no_argument, NULL, OPT_JSON},
-	{"verbose", no_argument, NULL, 'v'},
-	{"quiet", no_argument, NULL, 'q'},
-	{"help", no_argument, NULL, 'h'},
-	{"version", no_argument, NULL, 'V'},
-	{NULL, 0, NULL, 0},
+    {"forge-url", required_argument, NULL, OPT_FORGE_URL},
+    {"unix-socket", required_argument, NULL, OPT_UNIX_SOCKET},
+    {"ca-file", required_argument, NULL, OPT_CA_FILE},
+    {"core-token-file", required_argument, NULL, OPT_CORE_TOKEN_FILE},
+    {"container-root", required_argument, NULL, OPT_CONTAINER_ROOT},
+    {"runner-file", required_argument, NULL, OPT_RUNNER_FILE},
+    {"output", required_argument, NULL, OPT_OUTPUT},
+    {"retry-timeout", required_argument, NULL, OPT_RETRY_TIMEOUT},
+    {"reregister", no_argument, NULL, OPT_REREGISTER},
+    {"dry-run", no_argument, NULL, 'n'},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"verbose", no_argument, NULL, 'v'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
 };
 
 void options_usage(FILE *f)
@@ -80,7 +80,7 @@ void options_usage(FILE *f)
 }
 
 static enum options_result bad(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static enum options_result bad(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -174,12 +174,12 @@ enum options_result options_parse(int argc, char **argv, struct options *o, char
 	int c;
 
 	*o = (struct options){
-		.forge_url = "http://127.0.0.1:3000",
-		.core_token_file = "/var/lib/hyperhive/forge-core-token",
-		.container_root = "/var/lib/nixos-containers/hive-ci",
-		.runner_file = "/var/lib/gitea-runner/hive/.runner",
-		.output = "/run/hive-ci/runner-token",
-		.retry_timeout_ms = 30000,
+	    .forge_url = "http://127.0.0.1:3000",
+	    .core_token_file = "/var/lib/hyperhive/forge-core-token",
+	    .container_root = "/var/lib/nixos-containers/hive-ci",
+	    .runner_file = "/var/lib/gitea-runner/hive/.runner",
+	    .output = "/run/hive-ci/runner-token",
+	    .retry_timeout_ms = 30000,
 	};
 
 	opterr = 0;
@@ -209,10 +209,11 @@ enum options_result options_parse(int argc, char **argv, struct options *o, char
 			break;
 		case OPT_RETRY_TIMEOUT:
 			if (parse_seconds(optarg, &o->retry_timeout_ms) < 0)
-				return bad(err, errlen,
-					   "--retry-timeout: '%s' is not a number of seconds from 0 "
-					   "to %d",
-					   optarg, RETRY_TIMEOUT_MAX_S);
+				return bad(
+				    err, errlen,
+				    "--retry-timeout: '%s' is not a number of seconds from 0 "
+				    "to %d",
+				    optarg, RETRY_TIMEOUT_MAX_S);
 			break;
 		case OPT_REREGISTER:
 			o->reregister = true;
@@ -250,9 +251,11 @@ enum options_result options_parse(int argc, char **argv, struct options *o, char
 	const struct {
 		const char *name, *value;
 	} paths[] = {
-		{"--unix-socket", o->unix_socket},         {"--ca-file", o->ca_file},
-		{"--core-token-file", o->core_token_file}, {"--container-root", o->container_root},
-		{"--output", o->output},
+	    {"--unix-socket", o->unix_socket},
+	    {"--ca-file", o->ca_file},
+	    {"--core-token-file", o->core_token_file},
+	    {"--container-root", o->container_root},
+	    {"--output", o->output},
 	};
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
 		if (paths[i].value && paths[i].value[0] == '\0')

@@ -32,7 +32,7 @@ static int mkdir_parents(const char *dir)
 	if (len >= sizeof(buf))
 		return -ENAMETOOLONG;
 	memcpy(buf, dir, len + 1);
-	for (char *p = buf + 1; ; p++) {
+	for (char *p = buf + 1;; p++) {
 		if (*p != '/' && *p != '\0')
 			continue;
 		char c = *p;
@@ -124,7 +124,8 @@ static int create_temporary(int dir_fd, const char *base, char *tmp, size_t tmpl
 		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
 			return -EIO;
 		snprintf(tmp, tmplen, ".%s" TMP_SUFFIX "%016llx", base, rnd);
-		fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		fd =
+		    openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd >= 0)
 			return fd;
 		if (errno != EEXIST)
@@ -160,7 +161,8 @@ static int replace(const char *path, const char *token, bool only_if_absent)
 	fd = create_temporary(dir_fd, base, tmp, sizeof(tmp));
 	if (fd < 0)
 		return fd;
-	len = (size_t)snprintf(content, sizeof(content), "TOKEN=%s\n", token ? token : "placeholder");
+	len =
+	    (size_t)snprintf(content, sizeof(content), "TOKEN=%s\n", token ? token : "placeholder");
 	r = write_full(fd, content, len);
 	explicit_bzero(content, sizeof(content));
 	if (r == 0 && fchmod(fd, 0600) < 0) /* whatever the umask */
