@@ -78,8 +78,9 @@ const char *action_name(enum action a)
 	return "?";
 }
 
-/* Records the outcome; the sentence is logged at level unless this is a dry
- * run, whose decisions go to stdout (main prints them). */
+/* Records the outcome and logs the sentence at level, except a dry run's
+ * decision, which main prints on stdout.  A failure's sentence becomes the
+ * reason; a success keeps the decision already announced, if any. */
 static enum step conclude(struct flow *fl, enum action a, int status, int level, const char *fmt,
 			  ...) __attribute__((format(printf, 5, 6)));
 
@@ -88,14 +89,31 @@ static enum step conclude(struct flow *fl, enum action a, int status, int level,
 {
 	va_list ap;
 
+	char sentence[sizeof(fl->out->reason)];
+
 	fl->out->action = a;
 	fl->out->exit_status = status;
 	va_start(ap, fmt);
+	vsnprintf(sentence, sizeof(sentence), fmt, ap);
+	va_end(ap);
+	if (status != EX_OK || fl->out->reason[0] == '\0')
+		memcpy(fl->out->reason, sentence, sizeof(sentence));
+	if (!fl->o->dry_run || status != EX_OK)
+		log_msg(level, "%s", sentence);
+	return STEP_DONE;
+}
+
+/* Announces a decision that more steps will carry out. */
+static void announce(struct flow *fl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void announce(struct flow *fl, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
 	vsnprintf(fl->out->reason, sizeof(fl->out->reason), fmt, ap);
 	va_end(ap);
-	if (!fl->o->dry_run || status != EX_OK)
-		log_msg(level, "%s", fl->out->reason);
-	return STEP_DONE;
+	log_info("%s", fl->out->reason);
 }
 
 /* Writes the placeholder and finishes with action a (ACTION_KEEP or
@@ -172,6 +190,8 @@ static enum step step_runner(struct flow *fl)
 				path, o->container_root, strerror(-r));
 
 	if (o->reregister) {
+		if (fl->rf.state == RUNNER_READ && runner_parse(fl->rf.data, fl->rf.len, &fl->info) == 0)
+			fl->out->runner_id = fl->info.id; /* for --json; the forge is not asked */
 		snprintf(fl->cause, sizeof(fl->cause), "--reregister");
 		return STEP_DISCARD;
 	}
@@ -257,7 +277,8 @@ static enum step step_discard(struct flow *fl)
 	if (r < 0)
 		return conclude(fl, ACTION_FAIL, EX_IOERR, LOG_ERR,
 				"%s, but it cannot be deleted: %s", fl->cause, strerror(-r));
-	log_info("%s: deleted .runner; fetching a registration token", fl->cause);
+	announce(fl, "%s: re-registering", fl->cause);
+	log_debug("deleted %s", fl->o->runner_file);
 	fl->out->action = ACTION_REREGISTER;
 	return STEP_FETCH;
 }
@@ -276,7 +297,7 @@ static enum step step_fetch(struct flow *fl)
 		return conclude(fl, ACTION_REGISTER, EX_OK, LOG_INFO,
 				"no .runner: would fetch a registration token");
 	if (action == ACTION_REGISTER)
-		log_info("no .runner: fetching a registration token");
+		announce(fl, "no .runner: registering");
 
 	for (size_t i = 0; i < sizeof(token_routes) / sizeof(token_routes[0]); i++) {
 		v = forge_ask(fl->forge, token_routes[i], ROUTE_TOKEN, deadline, &a, &timed_out);

@@ -1,0 +1,83 @@
+{
+  lib,
+  stdenv,
+  pkg-config,
+  curlMinimal,
+  jansson,
+  cmocka,
+  python3,
+}:
+
+stdenv.mkDerivation {
+  pname = "hive-ci-prefetch";
+  version = lib.fileContents ../VERSION;
+
+  # The repository minus its Nix files, so that editing them does not
+  # rebuild (and re-test) the program. cleanSource also drops .git, object
+  # files and result symlinks left by a local build.
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.difference (lib.fileset.fromSource (lib.cleanSource ../.)) (
+      lib.fileset.unions [
+        ../flake.nix
+        (lib.fileset.maybeMissing ../flake.lock)
+        ./.
+      ]
+    );
+  };
+
+  strictDeps = true;
+
+  nativeBuildInputs = [ pkg-config ];
+
+  # curlMinimal rather than curl: fewer libraries to load in early boot; it
+  # still speaks http, https (OpenSSL) and HTTP over a Unix socket.
+  buildInputs = [
+    curlMinimal
+    jansson
+  ];
+
+  # cmocka is a library the test binaries link against, so it belongs to the
+  # host platform: checkInputs (added to buildInputs only when doCheck), where
+  # pkg-config and the compiler find it. nativeCheckInputs would put it on the
+  # build platform, wrong when cross-compiling and hidden from pkg-config
+  # under strictDeps. python3 (stdlib only) runs the stand-in forge, so it is a
+  # build-platform tool: nativeCheckInputs. strace and valgrind are left out;
+  # the tests that want them skip themselves.
+  checkInputs = [ cmocka ];
+  nativeCheckInputs = [ python3 ];
+
+  # Test scripts may start with "#!/usr/bin/env python3", which does not
+  # exist in the build sandbox.
+  postPatch = ''
+    patchShebangs --build .
+  '';
+
+  makeFlags = [
+    "PREFIX=$(out)"
+    "CC=${stdenv.cc.targetPrefix}cc"
+    "PKG_CONFIG=${stdenv.cc.targetPrefix}pkg-config"
+  ];
+
+  enableParallelBuilding = true;
+
+  doCheck = true;
+  checkTarget = "check";
+  # The suite starts stand-in forges on loopback; run it serially so that
+  # its output reads in order and no two cases contend for ports.
+  enableParallelChecking = false;
+
+  meta = {
+    description = "Check a CI runner's forge registration and fetch its token before its container starts";
+    longDescription = ''
+      hive-ci-prefetch runs on the host before the hive-ci nixos-container
+      starts. It asks the Forgejo forge whether the runner's .runner file
+      inside the container is still registered, deletes the file if not, and
+      writes TOKEN=<registration token> (or TOKEN=placeholder) to a file the
+      container reads as the runner's EnvironmentFile.
+    '';
+    license = lib.licenses.mit;
+    platforms = lib.platforms.linux;
+    mainProgram = "hive-ci-prefetch";
+  };
+}
