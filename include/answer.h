@@ -13,6 +13,7 @@ struct forge_answer {
 	size_t body_len;
 	bool body_truncated;	/* more than ANSWER_BODY_MAX was sent */
 	int64_t retry_after_ms; /* -1: no usable Retry-After */
+	const char *error;	/* status 0: why, for messages (never holds a secret) */
 };
 
 enum route_kind {

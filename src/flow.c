@@ -190,7 +190,8 @@ static enum step step_runner(struct flow *fl)
 				path, o->container_root, strerror(-r));
 
 	if (o->reregister) {
-		if (fl->rf.state == RUNNER_READ && runner_parse(fl->rf.data, fl->rf.len, &fl->info) == 0)
+		if (fl->rf.state == RUNNER_READ &&
+		    runner_parse(fl->rf.data, fl->rf.len, &fl->info) == 0)
 			fl->out->runner_id = fl->info.id; /* for --json; the forge is not asked */
 		snprintf(fl->cause, sizeof(fl->cause), "--reregister");
 		return STEP_DISCARD;
@@ -250,7 +251,7 @@ static enum step step_lookup(struct flow *fl)
 	case VERDICT_NO_ROUTE:
 		return keep(fl, ACTION_KEEP, true, "forge has no runner lookup API");
 	case VERDICT_NO_ANSWER:
-		return keep(fl, ACTION_KEEP, true, "forge did not answer");
+		return keep(fl, ACTION_KEEP, true, "forge did not answer (%s)", a.error);
 	case VERDICT_TRANSIENT:
 		return keep(fl, ACTION_KEEP, true, "forge still answered %ld at --retry-timeout",
 			    a.status);
@@ -307,8 +308,8 @@ static enum step step_fetch(struct flow *fl)
 
 	if (timed_out)
 		return conclude(fl, ACTION_FAIL, EX_TEMPFAIL, LOG_ERR,
-				"no registration token within --retry-timeout (last: %s)",
-				a.status ? verdict_name(v) : "no answer");
+				"no registration token within --retry-timeout (last answer: %s)",
+				a.status ? verdict_name(v) : a.error);
 	switch (v) {
 	case VERDICT_OK:
 		break;

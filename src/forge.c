@@ -34,6 +34,7 @@ struct forge {
 	CURL *curl;
 	struct curl_slist *headers; /* holds the admin token: wiped by the allocator */
 	char *base;		    /* forge URL without trailing slashes */
+	char error[CURL_ERROR_SIZE];
 	size_t body_len;
 	bool truncated;
 	char body[ANSWER_BODY_MAX];
@@ -76,6 +77,7 @@ static int set_options(struct forge *f, const struct forge_config *cfg)
 	SET(CURLOPT_HTTPHEADER, f->headers);
 	SET(CURLOPT_WRITEFUNCTION, on_body);
 	SET(CURLOPT_WRITEDATA, f);
+	SET(CURLOPT_ERRORBUFFER, f->error);
 	if (cfg->unix_socket)
 		SET(CURLOPT_UNIX_SOCKET_PATH, cfg->unix_socket);
 	if (cfg->ca_file)
@@ -146,7 +148,8 @@ static void request(struct forge *f, const char *path, int64_t timeout_ms, struc
 	explicit_bzero(f->body, f->body_len);
 	f->body_len = 0;
 	f->truncated = false;
-	*a = (struct forge_answer){.retry_after_ms = -1};
+	f->error[0] = '\0';
+	*a = (struct forge_answer){.retry_after_ms = -1, .error = "out of memory"};
 
 	if (asprintf(&url, "%s/api/v1%s", f->base, path) < 0) {
 		url = NULL;
@@ -164,8 +167,9 @@ static void request(struct forge *f, const char *path, int64_t timeout_ms, struc
 	 * any other failure is no answer at all. */
 	if (e == CURLE_OK || (e == CURLE_WRITE_ERROR && f->truncated))
 		curl_easy_getinfo(f->curl, CURLINFO_RESPONSE_CODE, &status);
-	else
-		log_debug("GET %s: %s", path, curl_easy_strerror(e));
+	a->error = f->error[0] ? f->error : curl_easy_strerror(e);
+	if (!status)
+		log_debug("GET %s: %s", path, a->error);
 
 	a->status = status;
 	a->body = f->body;
