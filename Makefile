@@ -28,6 +28,10 @@ SRCS      = $(PURE_SRCS) src/container.c src/flow.c src/forge.c src/log.c src/ma
 	    src/output.c src/secret.c src/wipe_alloc.c
 OBJS      = $(SRCS:src/%.c=$(B)/%.o)
 UNIT      = $(patsubst tests/unit/%.c,$(B)/%,$(wildcard tests/unit/test_*.c))
+FUZZERS   = runner answer
+REPLAYS   = $(FUZZERS:%=$(B)/replay_%)
+SANITIZE  = -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_TIME ?= 30
 
 all: $(PROG)
 
@@ -38,14 +42,29 @@ $(PROG): $(OBJS)
 $(B)/%.o: src/%.c | $(B)
 	$(CC) $(CFLAGS) $(DEPS_CFLAGS) -c -o $@ $<
 
-$(B)/test_%: tests/unit/test_%.c $(PURE_SRCS:src/%.c=$(B)/%.o) | $(B)
-	$(CC) $(CFLAGS) $(DEPS_CFLAGS) -o $@ $< $(PURE_SRCS:src/%.c=$(B)/%.o) $(CMOCKA_LIBS) $(DEPS_LIBS)
+# Unit tests and corpus replays run under AddressSanitizer and
+# UndefinedBehaviorSanitizer, compiled from source with the pure parts.
+$(B)/test_%: tests/unit/test_%.c $(PURE_SRCS) $(wildcard include/*.h) | $(B)
+	$(CC) $(CFLAGS) $(SANITIZE) $(DEPS_CFLAGS) -o $@ $< $(PURE_SRCS) $(CMOCKA_LIBS) $(DEPS_LIBS)
 
-# The same program with AddressSanitizer and UndefinedBehaviorSanitizer.
+$(B)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(PURE_SRCS) $(wildcard include/*.h) | $(B)
+	$(CC) $(CFLAGS) $(SANITIZE) $(DEPS_CFLAGS) -o $@ $< tests/fuzz/replay.c $(PURE_SRCS) $(DEPS_LIBS)
+
+# The same program with the sanitizers, for a second integration run.
 $(B)/asan/$(PROG): $(SRCS) $(wildcard include/*.h) | $(B)
 	@mkdir -p $(B)/asan
-	$(CC) $(CFLAGS) $(DEPS_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
-		-fno-sanitize-recover=all -o $@ $(SRCS) $(DEPS_LIBS)
+	$(CC) $(CFLAGS) $(SANITIZE) $(DEPS_CFLAGS) -o $@ $(SRCS) $(DEPS_LIBS)
+
+# libFuzzer targets (clang), each run for FUZZ_TIME seconds from the seed corpus.
+fuzz:
+	@mkdir -p $(B)/fuzz
+	@for t in $(FUZZERS); do \
+		clang $(filter-out -MMD -MP,$(CFLAGS)) -g -O1 -fsanitize=fuzzer,address,undefined $(DEPS_CFLAGS) \
+			-o $(B)/fuzz/$$t tests/fuzz/fuzz_$$t.c $(PURE_SRCS) $(DEPS_LIBS) || exit 1; \
+		mkdir -p $(B)/fuzz/corpus-$$t; \
+		$(B)/fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=4096 \
+			$(B)/fuzz/corpus-$$t tests/fuzz/corpus/$$t || exit 1; \
+	done
 
 $(B):
 	@mkdir -p $(B)
@@ -54,8 +73,9 @@ deps:
 	@sh tests/deps.sh
 
 check: deps
-	@$(MAKE) --no-print-directory $(PROG) $(UNIT) $(B)/asan/$(PROG)
-	@$(PYTHON) tests/check.py --binary ./$(PROG) --asan-binary $(B)/asan/$(PROG) $(UNIT)
+	@$(MAKE) --no-print-directory $(PROG) $(UNIT) $(REPLAYS) $(B)/asan/$(PROG)
+	@$(PYTHON) tests/check.py --binary ./$(PROG) --asan-binary $(B)/asan/$(PROG) $(UNIT) \
+		$(foreach t,$(FUZZERS),--replay $(B)/replay_$(t)=tests/fuzz/corpus/$(t))
 
 demo: deps
 	@$(MAKE) --no-print-directory $(PROG)
@@ -76,6 +96,6 @@ lint:
 clean:
 	rm -rf $(B) $(PROG)
 
-.PHONY: all check demo deps install uninstall lint clean
+.PHONY: all check demo deps fuzz install uninstall lint clean
 
 -include $(OBJS:.o=.d)

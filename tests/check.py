@@ -41,6 +41,18 @@ def run_unit(binary, env=None):
         report("failed", "unit/%s" % name, "exit %d\n%s%s" % (p.returncode, p.stdout, p.stderr))
 
 
+def run_replay(spec):
+    """BINARY=DIR: feed every file of a fuzz corpus to a replay driver."""
+    binary, corpus = spec.split("=", 1)
+    files = sorted(os.path.join(corpus, n) for n in os.listdir(corpus))
+    p = subprocess.run([binary] + files, capture_output=True, text=True)
+    name = "fuzz-corpus/%s (%d inputs)" % (os.path.basename(corpus), len(files))
+    if p.returncode == 0:
+        report("passed", name)
+    else:
+        report("failed", name, p.stdout + p.stderr)
+
+
 def run_cases(binary, label, only_sanitize=False, pattern=None):
     harness.Env.binary = os.path.abspath(binary)
     for fn in harness.CASES:
@@ -68,6 +80,7 @@ def main():
     ap.add_argument("--binary", required=True)
     ap.add_argument("--asan-binary")
     ap.add_argument("-k", dest="pattern", help="only cases whose name matches")
+    ap.add_argument("--replay", action="append", default=[], metavar="BINARY=CORPUS")
     ap.add_argument("units", nargs="*")
     args = ap.parse_args()
 
@@ -78,6 +91,8 @@ def main():
     if not args.pattern:
         for u in args.units:
             run_unit(u)
+        for spec in args.replay:
+            run_replay(spec)
     run_cases(args.binary, "it", pattern=args.pattern)
     if args.asan_binary:
         os.environ["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:exitcode=99"
