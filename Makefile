@@ -18,7 +18,7 @@ WARNINGS = -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-proto
 	   -Wpointer-arith -Wcast-qual -Wundef -Wvla -Werror=implicit-function-declaration \
 	   -Werror=format-security
 override CFLAGS += -std=gnu11 -D_GNU_SOURCE -DVERSION='"$(VERSION)"' -Iinclude $(WARNINGS) \
-		   -fstack-protector-strong -D_FORTIFY_SOURCE=2 -MMD -MP
+		   -fstack-protector-strong -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=3 -MMD -MP
 override LDFLAGS += -Wl,-z,relro,-z,now
 
 B = build
@@ -50,6 +50,9 @@ $(B)/test_%: tests/unit/test_%.c $(PURE_SRCS) $(wildcard include/*.h) | $(B)
 $(B)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(PURE_SRCS) $(wildcard include/*.h) | $(B)
 	$(CC) $(CFLAGS) $(SANITIZE) $(DEPS_CFLAGS) -o $@ $< tests/fuzz/replay.c $(PURE_SRCS) $(DEPS_LIBS)
 
+$(B)/json_check: tests/unit/json_check.c | $(B)
+	$(CC) $(CFLAGS) $(DEPS_CFLAGS) -o $@ $< $(DEPS_LIBS)
+
 # The same program with the sanitizers, for a second integration run.
 $(B)/asan/$(PROG): $(SRCS) $(wildcard include/*.h) | $(B)
 	@mkdir -p $(B)/asan
@@ -73,13 +76,16 @@ deps:
 	@sh tests/deps.sh
 
 check: deps
-	@$(MAKE) --no-print-directory $(PROG) $(UNIT) $(REPLAYS) $(B)/asan/$(PROG)
+	@$(MAKE) --no-print-directory $(PROG) $(UNIT) $(REPLAYS) $(B)/json_check $(B)/asan/$(PROG)
 	@$(PYTHON) tests/check.py --binary ./$(PROG) --asan-binary $(B)/asan/$(PROG) $(UNIT) \
 		$(foreach t,$(FUZZERS),--replay $(B)/replay_$(t)=tests/fuzz/corpus/$(t))
 
 demo: deps
 	@$(MAKE) --no-print-directory $(PROG)
 	@$(PYTHON) tests/demo.py ./$(PROG)
+
+bench: $(PROG)
+	@$(PYTHON) bench/run.py --binary ./$(PROG)
 
 install: $(PROG)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8
@@ -96,6 +102,6 @@ lint:
 clean:
 	rm -rf $(B) $(PROG)
 
-.PHONY: all check demo deps fuzz install uninstall lint clean
+.PHONY: all bench check demo deps fuzz install uninstall lint clean
 
 -include $(OBJS:.o=.d)

@@ -87,9 +87,8 @@ static enum step conclude(struct flow *fl, enum action a, int status, int level,
 static enum step conclude(struct flow *fl, enum action a, int status, int level, const char *fmt,
 			  ...)
 {
-	va_list ap;
-
 	char sentence[sizeof(fl->out->reason)];
+	va_list ap;
 
 	fl->out->action = a;
 	fl->out->exit_status = status;

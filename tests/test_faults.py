@@ -111,3 +111,34 @@ def sigkill_at_each_system_call_leaves_old_or_new(env):
             expect(r, 0)
             env.assert_output(TOKEN_LINE)
     assert kills >= 10, counts
+
+
+@case(sanitize=False)
+def kernel_without_openat2_fails_closed_71(env):
+    needs_strace()
+    from harness import UUID
+    env.write_runner()
+    f = env.forge(runners={})
+    p = run_under_strace(env, f, ["-e", "trace=openat2", "-e", "inject=openat2:error=ENOSYS"],
+                         quiet=False)
+    assert p.returncode == 71, (p.returncode, p.stderr)
+    assert "openat2" in p.stderr, p.stderr
+    assert os.path.exists(env.runner), "touched .runner without openat2"
+    assert env.output_text() == PLACEHOLDER
+    assert f.requests == [] or all("registration-token" not in q["path"] for q in f.requests)
+
+
+@case(sanitize=False)
+def openat2_eagain_is_retried(env):
+    needs_strace()
+    from harness import UUID
+    env.write_runner()
+    f = env.forge(runners={1: UUID})
+    p = run_under_strace(env, f, ["-e", "trace=openat2",
+                                  "-e", "inject=openat2:error=EAGAIN:when=1..5"], quiet=False)
+    assert p.returncode == 0, p.stderr
+    assert "still registered" in p.stderr, p.stderr
+    p = run_under_strace(env, f, ["-e", "trace=openat2",
+                                  "-e", "inject=openat2:error=EAGAIN"], quiet=False)
+    assert p.returncode == 74, (p.returncode, p.stderr)  # bounded: gives up
+    assert os.path.exists(env.runner)
