@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "fileio.h"
 #include "container.h"
 
 #define OPENAT2_EAGAIN_TRIES 16
@@ -50,24 +51,6 @@ static int openat2_in_root(int root_fd, const char *path, int flags)
 			return -errno;
 	}
 	return -EAGAIN;
-}
-
-static ssize_t read_at_most(int fd, char *buf, size_t size)
-{
-	size_t done = 0;
-
-	while (done < size) {
-		ssize_t n = read(fd, buf + done, size - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (ssize_t)done;
 }
 
 /* Reads the file rf->name in rf->dir_fd, setting rf->state. */
@@ -112,7 +95,7 @@ static int runner_read(struct runner_file *rf)
 	rf->data = malloc(RUNNER_FILE_MAX + 1);
 	if (!rf->data)
 		return -ENOMEM;
-	n = read_at_most(fd, rf->data, RUNNER_FILE_MAX + 1); /* it may have grown */
+	n = read_full(fd, rf->data, RUNNER_FILE_MAX + 1); /* it may have grown */
 	if (n < 0)
 		return (int)n;
 	if (n > RUNNER_FILE_MAX) {

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "fileio.h"
 #include "output.h"
 #include "token.h"
 
@@ -97,21 +98,6 @@ static void remove_stale_temporaries(int dir_fd, const char *base)
 		if (strncmp(de->d_name, prefix, strlen(prefix)) == 0)
 			unlinkat(dir_fd, de->d_name, 0);
 	closedir(d);
-}
-
-static int write_full(int fd, const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
 }
 
 /* Creates a fresh temporary next to base; its name is left in tmp. */

@@ -17,27 +17,10 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "fileio.h"
 #include "secret.h"
 
 #define ADMIN_TOKEN_FILE_MAX 4096
-
-static ssize_t read_full(int fd, char *buf, size_t size)
-{
-	size_t done = 0;
-
-	while (done < size) {
-		ssize_t n = read(fd, buf + done, size - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (ssize_t)done;
-}
 
 int admin_token_read(const char *path, struct admin_token *t, const char **why)
 {

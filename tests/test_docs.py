@@ -1,0 +1,63 @@
+"""Docs move with code: --help, the man page and the README list the same
+options, and the man page is clean under mandoc -Tlint."""
+
+import os
+import re
+import shutil
+import subprocess
+
+from harness import Skip, case
+
+TOP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+MAN = os.path.join(TOP, "man", "hive-ci-prefetch.8")
+README = os.path.join(TOP, "README.md")
+
+
+def help_options(binary):
+    out = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
+    return set(re.findall(r"^\s+(?:-(\w), )?--([a-z-]+)", out, re.M)), out
+
+
+def man_options():
+    text = open(MAN).read()
+    section = text.split("\n.Sh OPTIONS\n", 1)[1].split("\n.Sh ", 1)[0]
+    found = set()
+    for line in section.splitlines():
+        if line.startswith(".It Fl"):
+            short = re.match(r"\.It Fl (\w) ,", line)
+            long_ = re.search(r"Fl \\-([a-z-]+)", line)
+            found.add((short.group(1) if short else "", long_.group(1)))
+    return found
+
+
+def readme_options():
+    text = open(README).read()
+    found = set()
+    for m in re.finditer(r"^\s+(?:-(\w), )?--([a-z-]+)[ =]", text, re.M):
+        found.add((m.group(1) or "", m.group(2)))
+    return found
+
+
+@case(sanitize=False)
+def help_man_and_readme_list_the_same_options(env):
+    opts, text = help_options(env.binary)
+    contract = {("", "forge-url"), ("", "unix-socket"), ("", "ca-file"),
+                ("", "core-token-file"), ("", "container-root"), ("", "runner-file"),
+                ("", "output"), ("", "retry-timeout"), ("", "reregister"), ("n", "dry-run"),
+                ("", "json"), ("v", "verbose"), ("q", "quiet"), ("h", "help"),
+                ("V", "version")}
+    assert opts == contract, opts ^ contract
+    man = man_options()
+    readme = readme_options()
+    assert man == opts, "man page differs from --help: %s" % (man ^ opts)
+    assert readme == opts, "README differs from --help: %s" % (readme ^ opts)
+    for word in ("75", "76", "77", "78", "73", "64"):
+        assert word in text, "--help does not name exit status %s" % word
+
+
+@case(sanitize=False)
+def man_page_is_mandoc_lint_clean(env):
+    if not shutil.which("mandoc"):
+        raise Skip("needs mandoc")
+    p = subprocess.run(["mandoc", "-Tlint", "-Wwarning", MAN], capture_output=True, text=True)
+    assert p.returncode == 0 and not p.stdout and not p.stderr, p.stdout + p.stderr
