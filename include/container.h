@@ -29,7 +29,9 @@ struct runner_file {
 int container_open_runner(const char *root, const char *path, struct runner_file *rf);
 
 /* Removes the file (the link itself, never a target) with unlinkat on the
- * pinned directory.  Returns 0 (also when already gone) or -errno. */
+ * pinned directory; a non-empty directory is renamed aside to
+ * "<name>.discarded-XXXXXXXX" instead.  Returns 0 (also when already gone)
+ * or -errno. */
 int container_remove_runner(struct runner_file *rf);
 
 /* Closes, wipes and frees. */

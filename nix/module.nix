@@ -183,7 +183,7 @@ in
     };
 
     retryTimeout = mkOption {
-      type = types.ints.unsigned;
+      type = types.ints.between 0 86400;
       default = 30;
       description = "How many seconds to keep asking the forge for a registration token.";
     };

@@ -21,8 +21,10 @@
 #include <limits.h>
 #include <linux/openat2.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -138,6 +140,27 @@ int container_open_runner(const char *root, const char *path, struct runner_file
 	return r;
 }
 
+/* A non-empty directory cannot be unlinked; renaming it aside, in the same
+ * pinned directory, frees the name without walking a tree the container
+ * built (and keeps whatever it holds). */
+static int set_aside(struct runner_file *rf)
+{
+	char aside[NAME_MAX + 1];
+
+	for (int tries = 0; tries < 16; tries++) {
+		unsigned int rnd;
+
+		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+			return -EIO;
+		snprintf(aside, sizeof(aside), "%.200s.discarded-%08x", rf->name, rnd);
+		if (renameat2(rf->dir_fd, rf->name, rf->dir_fd, aside, RENAME_NOREPLACE) == 0)
+			return 0;
+		if (errno != EEXIST)
+			return errno == ENOENT ? 0 : -errno;
+	}
+	return -EEXIST;
+}
+
 int container_remove_runner(struct runner_file *rf)
 {
 	if (rf->dir_fd < 0)
@@ -152,6 +175,8 @@ int container_remove_runner(struct runner_file *rf)
 		    errno == ENOENT)
 			return 0;
 	}
+	if (errno == ENOTEMPTY || errno == EEXIST)
+		return set_aside(rf);
 	return -errno;
 }
 

@@ -64,7 +64,11 @@ static int set_options(struct forge *f, const struct forge_config *cfg)
 		if (e == CURLE_OK)                                                                 \
 			e = curl_easy_setopt(c, opt, val);                                         \
 	} while (0)
+#if LIBCURL_VERSION_NUM >= 0x075500
 	SET(CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+	SET(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
 	SET(CURLOPT_FOLLOWLOCATION, 0L);
 	SET(CURLOPT_PROXY, ""); /* "" overrides http_proxy, HTTPS_PROXY, ALL_PROXY */
 	SET(CURLOPT_NOPROXY, "*");

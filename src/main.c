@@ -41,6 +41,7 @@ int main(int argc, char **argv)
 	/* No core dumps and no ptrace by others of our uid: we hold secrets. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
+	log_setup(LOG_INFO); /* so that even a usage error carries its priority */
 	switch (options_parse(argc, argv, &o, err, sizeof(err))) {
 	case OPTIONS_HELP:
 		options_usage(stdout);
@@ -49,7 +50,7 @@ int main(int argc, char **argv)
 		puts(PROGRAM_NAME " " VERSION);
 		return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
 	case OPTIONS_BAD:
-		fprintf(stderr, PROGRAM_NAME ": %s (see --help)\n", err);
+		log_error("%s (see --help)", err);
 		return EX_USAGE;
 	case OPTIONS_RUN:
 		break;

@@ -71,10 +71,11 @@ void options_usage(FILE *f)
 	      "  -h, --help               show this help and exit\n"
 	      "  -V, --version            show the version and exit\n"
 	      "\n"
-	      "Exit status: 0 done, 64 bad usage, 71 kernel lacks openat2, 73 output cannot\n"
-	      "be written, 74 .runner cannot be read, 75 no registration token within\n"
-	      "--retry-timeout, 76 the forge's answer is not a valid registration token,\n"
-	      "77 the forge rejected the admin token, 78 the admin token file is unusable.\n"
+	      "Exit status: 0 done, 64 bad usage, 70 internal error, 71 kernel lacks openat2,\n"
+	      "73 output cannot be written, 74 .runner cannot be read or removed,\n"
+	      "75 no registration token within --retry-timeout, 76 the forge's answer is\n"
+	      "not a valid registration token, 77 the forge rejected the admin token,\n"
+	      "78 the admin token file is unusable.\n"
 	      "See hive-ci-prefetch(8).\n",
 	      f);
 }

@@ -38,8 +38,12 @@ static int mkdir_parents(const char *dir)
 			continue;
 		char c = *p;
 		*p = '\0';
-		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+		if (mkdir(buf, 0755) == 0) {
+			if (chmod(buf, 0755) < 0) /* whatever the umask */
+				return -errno;
+		} else if (errno != EEXIST) {
 			return -errno;
+		}
 		*p = c;
 		if (c == '\0')
 			return 0;

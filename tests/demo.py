@@ -70,6 +70,7 @@ def main():
         run("after a forge wipe: id 1 now belongs to another runner")
         register(2, "7f2d4c1b-3333-4e3a-8b6c-9d0e1f2a0003")
         run("an operator re-registers by hand, asking for JSON", "--reregister", "--json")
+        register(3, "7f2d4c1b-4444-4e3a-8b6c-9d0e1f2a0004")
         f.stop()
         run("the forge is down: keep what works", "--retry-timeout=1")
     finally:

@@ -2,9 +2,11 @@
 # The build and test dependencies: present, installed (as root, with apt), or
 # named in one line.
 pkgs="libcurl4-openssl-dev libjansson-dev libcmocka-dev pkg-config python3"
+command -v cc >/dev/null 2>&1 || pkgs="build-essential $pkgs"
 have() {
 	command -v pkg-config >/dev/null 2>&1 &&
 		pkg-config --exists libcurl jansson cmocka &&
+		command -v cc >/dev/null 2>&1 &&
 		command -v "${PYTHON:-python3}" >/dev/null 2>&1
 }
 have && exit 0

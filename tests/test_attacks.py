@@ -398,3 +398,18 @@ def secrets_absent_from_proc_while_waiting(env):
         out, err = p.communicate()
     for secret in (ADMIN, REG):
         assert secret not in out + err
+
+
+@case
+def nonempty_directory_is_set_aside_not_walked(env):
+    host = HostFiles(env)
+    os.makedirs(os.path.join(env.runner, "sub"))
+    os.symlink(host.dir, os.path.join(env.runner, "sub", "escape"))
+    f = registered_forge(env)
+    r = env.run(f)
+    assert_rejected_and_reregistered(env, f, r)
+    aside = [n for n in os.listdir(os.path.dirname(env.runner))
+             if n.startswith(".runner.discarded-")]
+    assert len(aside) == 1, os.listdir(os.path.dirname(env.runner))
+    assert os.path.islink(os.path.join(os.path.dirname(env.runner), aside[0], "sub", "escape"))
+    host.assert_untouched()
