@@ -17,7 +17,7 @@ struct outcome {
 	enum action action;
 	int exit_status;   /* sysexits.h */
 	int64_t runner_id; /* 0: none known */
-	char reason[256];  /* one sentence, no secrets */
+	char reason[512];  /* one sentence, no secrets */
 };
 
 /* Runs the flow described in the man page; fills *out.  Logs each decision

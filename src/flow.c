@@ -48,7 +48,7 @@ struct flow {
 	struct forge *forge;
 	struct runner_file rf;
 	struct runner_info info;
-	char cause[160]; /* why .runner is being discarded */
+	char cause[256]; /* why .runner is being discarded */
 };
 
 static const char *const lookup_routes[] = {
