@@ -14,8 +14,9 @@ struct forge_config {
 
 struct forge;
 
-/* Creates a client.  The admin token is copied into the header list (wiped
- * on forge_free); cfg need not outlive the call.  Returns 0 or -errno. */
+/* Creates a client, setting libcurl up on first use with the wiping
+ * allocator.  The admin token is copied into the header list (wiped on
+ * forge_free); cfg need not outlive the call.  Returns 0 or -errno. */
 int forge_new(const struct forge_config *cfg, struct forge **out);
 
 /* Wipes and frees everything the client holds.  NULL is fine. */

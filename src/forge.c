@@ -22,6 +22,7 @@
 #include "cleanup.h"
 #include "forge.h"
 #include "log.h"
+#include "wipe_alloc.h"
 
 #define CONNECT_TIMEOUT_MS   3000
 #define REQUEST_TIMEOUT_MS   10000
@@ -99,9 +100,16 @@ int forge_new(const struct forge_config *cfg, struct forge **out)
 	int r;
 
 	*out = NULL;
+	/* libcurl is set up only once the forge is to be asked: a run that
+	 * stops before (no admin token yet, an unusable one) loads no TLS. */
+	if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, wipe_malloc, wipe_free, wipe_realloc,
+				 wipe_strdup, wipe_calloc) != CURLE_OK)
+		return -EIO;
 	f = calloc(1, sizeof(*f));
-	if (!f)
+	if (!f) {
+		curl_global_cleanup();
 		return -ENOMEM;
+	}
 	f->base = strdup(cfg->url);
 	f->curl = curl_easy_init();
 	len = sizeof(prefix) + strlen(cfg->admin_token);
@@ -140,6 +148,7 @@ void forge_free(struct forge *f)
 	free(f->base);
 	explicit_bzero(f->body, sizeof(f->body));
 	free(f);
+	curl_global_cleanup();
 }
 
 static void request(struct forge *f, const char *path, int64_t timeout_ms, struct forge_answer *a)

@@ -2,11 +2,9 @@
  * still good and, if not, fetch a fresh registration token from the forge. */
 #include <stdio.h>
 #include <stdlib.h>
-#include <strings.h>
 #include <sys/prctl.h>
 #include <sysexits.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 
 #include "flow.h"
@@ -57,13 +55,7 @@ int main(int argc, char **argv)
 	}
 
 	log_setup(o.verbosity < 0 ? LOG_ERR : o.verbosity > 0 ? LOG_DEBUG : LOG_INFO);
-	/* TLS is only initialised for a forge that needs it. */
-	if (wipe_alloc_install(strncasecmp(o.forge_url, "https:", 6) == 0
-				   ? CURL_GLOBAL_DEFAULT
-				   : CURL_GLOBAL_NOTHING) < 0) {
-		log_error("cannot initialise libcurl");
-		return EX_SOFTWARE;
-	}
+	wipe_alloc_install_jansson();
 
 	flow_run(&o, &out);
 
@@ -71,7 +63,6 @@ int main(int argc, char **argv)
 		print_json(&out, o.dry_run);
 	else if (o.dry_run && out.exit_status == EX_OK)
 		puts(out.reason);
-	curl_global_cleanup();
 	if (fflush(stdout) != 0 && out.exit_status == EX_OK)
 		return EX_IOERR;
 	return out.exit_status;

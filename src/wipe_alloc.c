@@ -1,10 +1,8 @@
-#include <errno.h>
 #include <stdalign.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 
 #include "wipe_alloc.h"
@@ -80,11 +78,7 @@ char *wipe_strdup(const char *s)
 	return p;
 }
 
-int wipe_alloc_install(long curl_flags)
+void wipe_alloc_install_jansson(void)
 {
 	json_set_alloc_funcs(wipe_malloc, wipe_free);
-	if (curl_global_init_mem(curl_flags, wipe_malloc, wipe_free, wipe_realloc, wipe_strdup,
-				 wipe_calloc) != CURLE_OK)
-		return -EIO;
-	return 0;
 }
