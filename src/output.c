@@ -161,16 +161,16 @@ static int replace(const char *path, const char *token, bool only_if_absent)
 		r = -errno;
 	if (close(fd) < 0 && r == 0)
 		r = -errno;
-	if (r == 0) {
-		unsigned flags = only_if_absent ? RENAME_NOREPLACE : 0;
-
-		if (renameat2(dir_fd, tmp, dir_fd, base, flags) < 0)
-			r = errno == EEXIST && only_if_absent ? 0 : -errno;
-		else if (fsync(dir_fd) < 0)
-			return -errno; /* renamed: nothing left to clean up */
-		else
-			return 0;
+	if (r < 0)
+		goto discard;
+	if (renameat2(dir_fd, tmp, dir_fd, base, only_if_absent ? RENAME_NOREPLACE : 0) < 0) {
+		/* Under RENAME_NOREPLACE, a file that appeared meanwhile stands. */
+		r = errno == EEXIST && only_if_absent ? 0 : -errno;
+		goto discard;
 	}
+	/* Renamed: nothing is left to clean up, only to make it durable. */
+	return fsync(dir_fd) < 0 ? -errno : 0;
+discard:
 	unlinkat(dir_fd, tmp, 0);
 	return r;
 }
