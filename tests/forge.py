@@ -181,7 +181,7 @@ class Forge:
     def __init__(self, flavour="design", admin_token=DEFAULT_ADMIN_TOKEN,
                  nonadmin_token=None, reg_token=DEFAULT_REG_TOKEN,
                  runners=None, unix_socket=None, tls=False, port=0,
-                 scopeless_token=None, log_path=None):
+                 scopeless_token=None, log_path=None, host="127.0.0.1"):
         if flavour not in FLAVOURS:
             raise ValueError("unknown flavour %r" % (flavour,))
         self.flavour = flavour
@@ -195,6 +195,7 @@ class Forge:
         self.log_path = log_path
         self.requests = []
         self.port = None if unix_socket else port
+        self.host = host  # a loopback address; 127.0.0.2 is not in the certificate
 
         self._lock = threading.Lock()
         self._scripts = {kind: collections.deque() for kind in SCRIPT_KINDS}
@@ -217,8 +218,8 @@ class Forge:
     def url(self):
         if self.unix_socket:
             return UNIX_SOCKET_URL
-        return "%s://127.0.0.1:%d" % ("https" if self.tls else "http",
-                                      self.port)
+        return "%s://%s:%d" % ("https" if self.tls else "http", self.host,
+                                self.port)
 
     @property
     def connections(self):
@@ -256,7 +257,7 @@ class Forge:
         if self.unix_socket:
             self._server = _UnixServer(self, self.unix_socket)
         else:
-            self._server = _TCPServer(self, ("127.0.0.1", self.port))
+            self._server = _TCPServer(self, (self.host, self.port))
         try:
             if self.unix_socket and not delay:
                 self._bind_unix()

@@ -10,7 +10,6 @@ or stderr.
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile

@@ -8,7 +8,7 @@ import os
 import re
 import subprocess
 
-from harness import PLACEHOLDER, REG, Skip, case, expect
+from harness import PLACEHOLDER, REG, UUID, Skip, case, expect
 
 TOKEN_LINE = "TOKEN=%s\n" % REG
 OLD = "TOKEN=OldToken0123456789\n"
@@ -116,7 +116,6 @@ def sigkill_at_each_system_call_leaves_old_or_new(env):
 @case(sanitize=False)
 def kernel_without_openat2_fails_closed_71(env):
     needs_strace()
-    from harness import UUID
     env.write_runner()
     f = env.forge(runners={})
     p = run_under_strace(env, f, ["-e", "trace=openat2", "-e", "inject=openat2:error=ENOSYS"],
@@ -131,7 +130,6 @@ def kernel_without_openat2_fails_closed_71(env):
 @case(sanitize=False)
 def openat2_eagain_is_retried(env):
     needs_strace()
-    from harness import UUID
     env.write_runner()
     f = env.forge(runners={1: UUID})
     p = run_under_strace(env, f, ["-e", "trace=openat2",

@@ -1,10 +1,11 @@
 """What operators see (issue: drop into NixOS and systemd): syslog priority
 prefixes when stderr is the journal, and --json for monitoring."""
 
+import json
 import os
 import subprocess
 
-from harness import PLACEHOLDER, REG, UUID, case, expect
+from harness import UUID, case
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 JSON_CHECK = os.path.join(HERE, "..", "build", "json_check")
@@ -62,7 +63,6 @@ def json_outcome(env, f, *extra):
     assert checked.returncode == 0, (p.stdout, checked.stderr)
     action, status, runner_id = checked.stdout.split()
     assert int(status) == p.returncode, (p.stdout, p.returncode)
-    import json
     return action, p.returncode, int(runner_id), json.loads(p.stdout)
 
 
