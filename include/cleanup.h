@@ -31,18 +31,3 @@ static inline void erase_and_freep(char **p)
 		free(*p);
 	}
 }
-
-/* Hands ownership out of a _cleanup_ variable. */
-#define steal_pointer(pp)                                                                          \
-	({                                                                                         \
-		__typeof__(*(pp)) stolen_ = *(pp);                                                 \
-		*(pp) = NULL;                                                                      \
-		stolen_;                                                                           \
-	})
-
-#define steal_fd(fdp)                                                                              \
-	({                                                                                         \
-		int stolen_fd_ = *(fdp);                                                           \
-		*(fdp) = -1;                                                                       \
-		stolen_fd_;                                                                        \
-	})

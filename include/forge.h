@@ -27,7 +27,6 @@ void forge_free(struct forge *f);
  * 100 ms and doubles up to 200 ms, a Retry-After is honoured but clamped to
  * the time left, and no request runs past the deadline.  The last answer is
  * left in *a (its body is valid until the next call); the verdict is
- * returned.  *timed_out is set when the loop stopped because the deadline
- * passed. */
+ * returned.  A retryable verdict comes back only when the deadline passed. */
 enum verdict forge_ask(struct forge *f, const char *path, enum route_kind kind, int64_t deadline_ms,
-		       struct forge_answer *a, int *timed_out);
+		       struct forge_answer *a);

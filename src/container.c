@@ -114,7 +114,7 @@ int container_open_runner(const char *root, const char *path, struct runner_file
 	_cleanup_(closep) int root_fd = -1;
 	_cleanup_(freep) char *dir = NULL;
 	const char *slash = strrchr(path, '/');
-	int fd, r;
+	int fd;
 
 	*rf = (struct runner_file){.dir_fd = -1, .state = RUNNER_ABSENT};
 	if (path[0] != '/' || !slash || slash[1] == '\0')
@@ -136,8 +136,7 @@ int container_open_runner(const char *root, const char *path, struct runner_file
 		return fd;
 	rf->dir_fd = fd;
 
-	r = runner_read(rf);
-	return r;
+	return runner_read(rf);
 }
 
 /* A non-empty directory cannot be unlinked; renaming it aside, in the same

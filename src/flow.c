@@ -223,11 +223,10 @@ static enum step step_lookup(struct flow *fl)
 	char path[64], uuid[RUNNER_UUID_MAX + 1];
 	struct forge_answer a;
 	enum verdict v = VERDICT_NO_ROUTE;
-	int timed_out;
 
 	for (size_t i = 0; i < sizeof(lookup_routes) / sizeof(lookup_routes[0]); i++) {
 		snprintf(path, sizeof(path), "%s%" PRId64, lookup_routes[i], id);
-		v = forge_ask(fl->forge, path, ROUTE_LOOKUP, deadline, &a, &timed_out);
+		v = forge_ask(fl->forge, path, ROUTE_LOOKUP, deadline, &a);
 		if (v != VERDICT_NO_ROUTE)
 			break;
 	}
@@ -291,7 +290,7 @@ static enum step step_fetch(struct flow *fl)
 	    fl->out->action == ACTION_REREGISTER ? ACTION_REREGISTER : ACTION_REGISTER;
 	struct forge_answer a;
 	enum verdict v = VERDICT_NO_ROUTE;
-	int timed_out = 0, r;
+	int r;
 
 	if (fl->o->dry_run)
 		return conclude(fl, ACTION_REGISTER, EX_OK, LOG_INFO,
@@ -300,12 +299,12 @@ static enum step step_fetch(struct flow *fl)
 		announce(fl, "no .runner: registering");
 
 	for (size_t i = 0; i < sizeof(token_routes) / sizeof(token_routes[0]); i++) {
-		v = forge_ask(fl->forge, token_routes[i], ROUTE_TOKEN, deadline, &a, &timed_out);
+		v = forge_ask(fl->forge, token_routes[i], ROUTE_TOKEN, deadline, &a);
 		if (v != VERDICT_NO_ROUTE)
 			break;
 	}
 
-	if (timed_out)
+	if (answer_is_retryable(v, ROUTE_TOKEN)) /* so the deadline passed */
 		return conclude(fl, ACTION_FAIL, EX_TEMPFAIL, LOG_ERR,
 				"no registration token within --retry-timeout (last answer: %s)",
 				a.status ? verdict_name(v) : a.error);

@@ -202,12 +202,11 @@ static void sleep_ms(int64_t ms)
 }
 
 enum verdict forge_ask(struct forge *f, const char *path, enum route_kind kind, int64_t deadline_ms,
-		       struct forge_answer *a, int *timed_out)
+		       struct forge_answer *a)
 {
 	int64_t backoff = BACKOFF_FIRST_MS;
 	bool first = true;
 
-	*timed_out = 0;
 	for (;;) {
 		int64_t left = deadline_ms - clock_now_ms();
 		enum verdict v;
@@ -223,16 +222,13 @@ enum verdict forge_ask(struct forge *f, const char *path, enum route_kind kind, 
 			return v;
 
 		left = deadline_ms - clock_now_ms();
-		if (left <= 0) {
-			*timed_out = 1;
+		if (left <= 0)
 			return v;
-		}
 		int64_t wait = a->retry_after_ms >= 0 ? a->retry_after_ms : backoff;
 		if (wait >= left) {
 			log_debug("waiting %lld ms would pass the deadline; giving up at it",
 				  (long long)wait);
 			sleep_ms(left);
-			*timed_out = 1;
 			return v;
 		}
 		log_debug("asking again in %lld ms", (long long)wait);
