@@ -24,8 +24,8 @@ override LDFLAGS += -Wl,-z,relro,-z,now
 B = build
 # The pure parts: unit-tested and fuzzed without a network or a filesystem.
 PURE_SRCS = src/answer.c src/options.c src/runner.c src/token.c
-SRCS      = $(PURE_SRCS) src/container.c src/fileio.c src/flow.c src/forge.c src/log.c src/main.c \
-	    src/output.c src/secret.c src/wipe_alloc.c
+SRCS      = $(PURE_SRCS) src/atomic.c src/container.c src/fileio.c src/flow.c src/forge.c src/log.c \
+	    src/main.c src/output.c src/secret.c src/state.c src/wipe_alloc.c
 OBJS      = $(SRCS:src/%.c=$(B)/%.o)
 UNIT      = $(patsubst tests/unit/%.c,$(B)/%,$(wildcard tests/unit/test_*.c))
 FUZZERS   = runner answer

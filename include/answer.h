@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "runner.h"
+
 #define ANSWER_BODY_MAX (64 * 1024)
 
 struct forge_answer {
@@ -17,14 +19,16 @@ struct forge_answer {
 };
 
 enum route_kind {
-	ROUTE_LOOKUP, /* GET .../runners/{id} */
-	ROUTE_TOKEN,  /* GET .../runners/registration-token */
+	ROUTE_LOOKUP,  /* GET .../runners/{id} of the runner in .runner */
+	ROUTE_TOKEN,   /* GET or POST .../runners/registration-token */
+	ROUTE_CLEANUP, /* GET or DELETE .../runners/{id} of a superseded runner */
 };
 
 enum verdict {
-	VERDICT_OK,	       /* 200 */
+	VERDICT_OK,	       /* 200 (a clean-up's DELETE: also 204) */
 	VERDICT_GONE,	       /* 404 with a JSON object: the forge does not know the runner */
-	VERDICT_NO_ROUTE,      /* 404 without one: the forge has no such route */
+	VERDICT_NO_ROUTE,      /* 404 without one (a token route: any 404), 405 on a token
+				  or clean-up route: the forge has no such route */
 	VERDICT_NO_ANSWER,     /* refused, reset, timed out */
 	VERDICT_AUTH_REJECTED, /* 401, 403 */
 	VERDICT_TRANSIENT,     /* worth asking again */
@@ -38,9 +42,10 @@ enum verdict answer_classify(const struct forge_answer *a, enum route_kind kind)
 /* True when a request that got this verdict should be asked again. */
 bool answer_is_retryable(enum verdict v, enum route_kind kind);
 
-/* From a 200 lookup answer, copies the runner's "uuid" into uuid (size n).
- * Returns 1 when there is one, 0 when the body has none (or is not JSON). */
-int answer_runner_uuid(const struct forge_answer *a, char *uuid, size_t n);
+/* From a 200 lookup answer: the runner object's identity and status (see
+ * runner_parse_object).  Returns 0, or -EBADMSG when the body is not a
+ * JSON object. */
+int answer_runner(const struct forge_answer *a, struct runner_info *info);
 
 /* From a 200 token answer: a JSON object whose "token" is a valid
  * registration token.  Returns 0 and a malloc'ed copy in *token (the caller

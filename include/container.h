@@ -34,5 +34,9 @@ int container_open_runner(const char *root, const char *path, struct runner_file
  * or -errno. */
 int container_remove_runner(struct runner_file *rf);
 
+/* Wipes and frees the contents as soon as what is needed was taken from
+ * them: they hold the runner's own secret. */
+void container_drop_data(struct runner_file *rf);
+
 /* Closes, wipes and frees. */
 void container_close_runner(struct runner_file *rf);

@@ -22,11 +22,12 @@ int forge_new(const struct forge_config *cfg, struct forge **out);
 /* Wipes and frees everything the client holds.  NULL is fine. */
 void forge_free(struct forge *f);
 
-/* GETs path (under /api/v1), asking again while the answer is retryable for
+/* Sends method ("GET", "POST" with an empty body, or "DELETE") to path
+ * (under /api/v1), asking again while the answer is retryable for
  * kind and the monotonic deadline (ms) has not passed: backoff starts at
  * 100 ms and doubles up to 200 ms, a Retry-After is honoured but clamped to
  * the time left, and no request runs past the deadline.  The last answer is
  * left in *a (its body is valid until the next call); the verdict is
  * returned.  A retryable verdict comes back only when the deadline passed. */
-enum verdict forge_ask(struct forge *f, const char *path, enum route_kind kind, int64_t deadline_ms,
-		       struct forge_answer *a);
+enum verdict forge_ask(struct forge *f, const char *method, const char *path, enum route_kind kind,
+		       int64_t deadline_ms, struct forge_answer *a);

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "output.h"
+
 #define PROGRAM_NAME "hive-ci-prefetch"
 
 struct options {
@@ -17,6 +19,10 @@ struct options {
 	const char *runner_file; /* absolute, inside the container */
 	const char *output;
 	int64_t retry_timeout_ms;
+	const char *state_file; /* NULL: remember nothing */
+	enum token_format token_format;
+	bool placeholder_on_keep;
+	bool cleanup;
 	bool reregister;
 	bool dry_run;
 	bool json;

@@ -1,19 +1,55 @@
-/* The runner's saved credentials, .runner, as written by forgejo-runner. */
+/* A runner's identity: from .runner (as forgejo-runner and act_runner write
+ * it) and from the forge's runner object.  Pure: no I/O. */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define RUNNER_UUID_MAX 64
+#define RUNNER_UUID_MAX	  64
+#define RUNNER_NAME_MAX	  255
+#define RUNNER_STATUS_MAX 15
+
+/* A string field: absent, held, or present but longer than we hold.  An
+ * over-long value is never taken for an absent one: it compares unequal. */
+enum field {
+	FIELD_ABSENT,
+	FIELD_SET,
+	FIELD_TOO_LONG,
+};
 
 struct runner_info {
-	int64_t id; /* 1 .. INT64_MAX */
-	bool has_uuid;
+	int64_t id; /* 0: none */
+	enum field uuid_field;
 	char uuid[RUNNER_UUID_MAX + 1];
+	enum field name_field;
+	char name[RUNNER_NAME_MAX + 1];
+	char status[RUNNER_STATUS_MAX + 1]; /* forge objects: "offline", "idle", ...; "" if none */
+};
+
+/* How two records of the same id relate. */
+enum runner_match {
+	RUNNER_SAME_UUID,  /* both have a uuid, equal */
+	RUNNER_SAME_NAME,  /* no uuid to compare; both have a name, equal */
+	RUNNER_SAME_ID,	   /* neither a uuid nor a name on both sides: judged by id */
+	RUNNER_OTHER_UUID, /* the uuids differ (or one is over-long) */
+	RUNNER_OTHER_NAME, /* no uuid to compare; the names differ */
 };
 
 /* Parses .runner: a JSON object (no duplicate keys) whose "id" is an integer
- * in 1..2^63-1; "uuid" is taken when it is a string of sane length.
- * Returns 0, or -EINVAL when the file is malformed.  Pure: no I/O. */
+ * in 1..2^63-1; "uuid" and "name" are taken when they are strings.  Only the
+ * identity is kept: the caller may wipe data as soon as this returns.
+ * Returns 0, or -EINVAL when the file is malformed. */
 int runner_parse(const char *data, size_t len, struct runner_info *info);
+
+/* Parses a forge's runner object (Forgejo's or Gitea's shape; unknown fields
+ * are ignored): "id", "uuid", "name", "status" as far as they are there.
+ * Returns 0, or -EINVAL when data is not a JSON object. */
+int runner_parse_object(const char *data, size_t len, struct runner_info *info);
+
+/* Compares the runner in .runner with the forge's object of the same id:
+ * by uuid when both have one, else by name when both have one, else by id. */
+enum runner_match runner_compare(const struct runner_info *local, const struct runner_info *forge);
+
+/* True for the matches that mean "the same runner". */
+bool runner_match_is_same(enum runner_match m);

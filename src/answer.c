@@ -5,6 +5,7 @@
 #include <jansson.h>
 
 #include "answer.h"
+#include "runner.h"
 #include "token.h"
 
 static json_t *body_json(const struct forge_answer *a)
@@ -33,13 +34,22 @@ enum verdict answer_classify(const struct forge_answer *a, enum route_kind kind)
 		return VERDICT_OK;
 	if (s == 401 || s == 403)
 		return VERDICT_AUTH_REJECTED;
+	/* On a token route a 404 of either kind and a 405 mean "not this route
+	 * here": Gitea 1.24+ routes a GET of the actions token path into its
+	 * runner lookup, which answers a JSON 404. */
+	if (kind == ROUTE_TOKEN && (s == 404 || s == 405))
+		return VERDICT_NO_ROUTE;
 	if (s == 404)
 		return body_is_json_object(a) ? VERDICT_GONE : VERDICT_NO_ROUTE;
+	if (kind == ROUTE_CLEANUP && s == 204)
+		return VERDICT_OK;
+	if (kind == ROUTE_CLEANUP && s == 405)
+		return VERDICT_NO_ROUTE;
 	if (s == 408 || s == 429)
 		return VERDICT_TRANSIENT;
 	/* The lookup waits out any server error; the token fetch only those
 	 * that mean "busy" (a 501 or 505 will not get better by waiting). */
-	if (kind == ROUTE_LOOKUP && s >= 500 && s <= 599)
+	if (kind != ROUTE_TOKEN && s >= 500 && s <= 599)
 		return VERDICT_TRANSIENT;
 	if (kind == ROUTE_TOKEN && (s == 500 || s == 502 || s == 503 || s == 504))
 		return VERDICT_TRANSIENT;
@@ -49,25 +59,20 @@ enum verdict answer_classify(const struct forge_answer *a, enum route_kind kind)
 bool answer_is_retryable(enum verdict v, enum route_kind kind)
 {
 	/* A lookup with no answer keeps .runner at once: the runner that the
-	 * forge cannot be asked about is given the benefit of the doubt. */
+	 * forge cannot be asked about is given the benefit of the doubt.  The
+	 * clean-up is never worth a retry: a later boot tries again. */
+	if (kind == ROUTE_CLEANUP)
+		return false;
 	if (v == VERDICT_NO_ANSWER)
 		return kind == ROUTE_TOKEN;
 	return v == VERDICT_TRANSIENT;
 }
 
-int answer_runner_uuid(const struct forge_answer *a, char *uuid, size_t n)
+int answer_runner(const struct forge_answer *a, struct runner_info *info)
 {
-	json_t *j = body_json(a);
-	json_t *u = json_object_get(j, "uuid");
-	int found = 0;
-
-	if (json_is_string(u) && json_string_length(u) < n &&
-	    strlen(json_string_value(u)) == json_string_length(u)) {
-		memcpy(uuid, json_string_value(u), json_string_length(u) + 1);
-		found = 1;
-	}
-	json_decref(j);
-	return found;
+	if (!a->body || a->body_truncated)
+		return -EBADMSG;
+	return runner_parse_object(a->body, a->body_len, info);
 }
 
 int answer_token(const struct forge_answer *a, char **token)

@@ -181,11 +181,18 @@ int container_remove_runner(struct runner_file *rf)
 
 void container_close_runner(struct runner_file *rf)
 {
+	container_drop_data(rf);
+	free(rf->name);
+	closep(&rf->dir_fd);
+	*rf = (struct runner_file){.dir_fd = -1};
+}
+
+void container_drop_data(struct runner_file *rf)
+{
 	if (rf->data) {
 		explicit_bzero(rf->data, RUNNER_FILE_MAX + 1);
 		free(rf->data);
 	}
-	free(rf->name);
-	closep(&rf->dir_fd);
-	*rf = (struct runner_file){.dir_fd = -1};
+	rf->data = NULL;
+	rf->len = 0;
 }

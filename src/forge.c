@@ -151,7 +151,23 @@ void forge_free(struct forge *f)
 	curl_global_cleanup();
 }
 
-static void request(struct forge *f, const char *path, int64_t timeout_ms, struct forge_answer *a)
+/* Sets the method: GET, POST with an empty body (Content-Length: 0) or
+ * DELETE.  Every request sets all three options, so none leaks into the
+ * next request on the handle. */
+static void set_method(CURL *c, const char *method)
+{
+	bool post = strcmp(method, "POST") == 0;
+
+	curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, strcmp(method, "DELETE") == 0 ? method : NULL);
+	if (post) {
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);
+	}
+}
+
+static void request(struct forge *f, const char *method, const char *path, int64_t timeout_ms,
+		    struct forge_answer *a)
 {
 	_cleanup_(freep) char *url = NULL;
 	curl_off_t retry_after = 0;
@@ -171,6 +187,7 @@ static void request(struct forge *f, const char *path, int64_t timeout_ms, struc
 	if (timeout_ms > REQUEST_TIMEOUT_MS)
 		timeout_ms = REQUEST_TIMEOUT_MS;
 	curl_easy_setopt(f->curl, CURLOPT_URL, url);
+	set_method(f->curl, method);
 	curl_easy_setopt(f->curl, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
 	curl_easy_setopt(f->curl, CURLOPT_CONNECTTIMEOUT_MS,
 			 (long)(timeout_ms < CONNECT_TIMEOUT_MS ? timeout_ms : CONNECT_TIMEOUT_MS));
@@ -182,7 +199,7 @@ static void request(struct forge *f, const char *path, int64_t timeout_ms, struc
 		curl_easy_getinfo(f->curl, CURLINFO_RESPONSE_CODE, &status);
 	a->error = f->error[0] ? f->error : curl_easy_strerror(e);
 	if (!status)
-		log_debug("GET %s: %s", path, a->error);
+		log_debug("%s %s: %s", method, path, a->error);
 
 	a->status = status;
 	a->body = f->body;
@@ -201,8 +218,8 @@ static void sleep_ms(int64_t ms)
 		;
 }
 
-enum verdict forge_ask(struct forge *f, const char *path, enum route_kind kind, int64_t deadline_ms,
-		       struct forge_answer *a)
+enum verdict forge_ask(struct forge *f, const char *method, const char *path, enum route_kind kind,
+		       int64_t deadline_ms, struct forge_answer *a)
 {
 	int64_t backoff = BACKOFF_FIRST_MS;
 	bool first = true;
@@ -214,10 +231,10 @@ enum verdict forge_ask(struct forge *f, const char *path, enum route_kind kind, 
 		if (first && left < FIRST_REQUEST_MIN_MS)
 			left = FIRST_REQUEST_MIN_MS;
 		first = false;
-		request(f, path, left, a);
+		request(f, method, path, left, a);
 		v = answer_classify(a, kind);
 		if (a->status)
-			log_debug("GET %s: %ld (%s)", path, a->status, verdict_name(v));
+			log_debug("%s %s: %ld (%s)", method, path, a->status, verdict_name(v));
 		if (!answer_is_retryable(v, kind))
 			return v;
 

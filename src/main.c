@@ -18,10 +18,16 @@
 
 static void print_json(const struct outcome *out, bool dry_run)
 {
-	json_t *j = json_pack("{s:s, s:s, s:o, s:i, s:b}", "action", action_name(out->action),
-			      "reason", out->reason, "runner_id",
-			      out->runner_id ? json_integer(out->runner_id) : json_null(), "exit",
-			      out->exit_status, "dry_run", dry_run);
+	json_t *deleted = json_array();
+	json_t *j;
+
+	for (size_t i = 0; i < out->n_deleted; i++)
+		json_array_append_new(deleted, json_integer(out->deleted[i]));
+	j = json_pack("{s:s, s:s, s:o, s:s, s:o, s:i, s:b}", "action", action_name(out->action),
+		      "reason", out->reason, "runner_id",
+		      out->runner_id ? json_integer(out->runner_id) : json_null(), "token",
+		      token_source_name(out->token), "deleted", deleted, "exit", out->exit_status,
+		      "dry_run", dry_run);
 
 	if (j) {
 		json_dumpf(j, stdout, JSON_COMPACT);

@@ -17,6 +17,10 @@ enum {
 	OPT_RUNNER_FILE,
 	OPT_OUTPUT,
 	OPT_RETRY_TIMEOUT,
+	OPT_STATE_FILE,
+	OPT_TOKEN_FORMAT,
+	OPT_PLACEHOLDER_ON_KEEP,
+	OPT_NO_CLEANUP,
 	OPT_REREGISTER,
 	OPT_JSON,
 };
@@ -30,6 +34,10 @@ static const struct option long_options[] = {
     {"runner-file", required_argument, NULL, OPT_RUNNER_FILE},
     {"output", required_argument, NULL, OPT_OUTPUT},
     {"retry-timeout", required_argument, NULL, OPT_RETRY_TIMEOUT},
+    {"state-file", required_argument, NULL, OPT_STATE_FILE},
+    {"token-format", required_argument, NULL, OPT_TOKEN_FORMAT},
+    {"placeholder-on-keep", no_argument, NULL, OPT_PLACEHOLDER_ON_KEEP},
+    {"no-cleanup", no_argument, NULL, OPT_NO_CLEANUP},
     {"reregister", no_argument, NULL, OPT_REREGISTER},
     {"dry-run", no_argument, NULL, 'n'},
     {"json", no_argument, NULL, OPT_JSON},
@@ -44,8 +52,8 @@ void options_usage(FILE *f)
 {
 	fputs("Usage: " PROGRAM_NAME " [OPTION]...\n"
 	      "Before the CI container starts: keep the runner's .runner if the forge still\n"
-	      "knows it, otherwise delete it and fetch a registration token; write\n"
-	      "TOKEN=<token> or TOKEN=placeholder to the output file.\n"
+	      "knows it, otherwise delete it; write the forge's registration token (else the\n"
+	      "one remembered, else a placeholder) to the output file.\n"
 	      "\n"
 	      "  --forge-url=URL          forge base URL (default http://127.0.0.1:3000)\n"
 	      "  --unix-socket=PATH       talk HTTP over this Unix socket; the URL's host is\n"
@@ -59,12 +67,18 @@ void options_usage(FILE *f)
 	      "  --runner-file=PATH       .runner path INSIDE the container\n"
 	      "                           (default /var/lib/gitea-runner/hive/.runner)\n"
 	      "  --output=PATH            token file to write (default /run/hive-ci/runner-token)\n"
-	      "  --retry-timeout=SECONDS  how long to keep asking for a registration token\n"
-	      "                           (default 30)\n"
+	      "  --retry-timeout=SECONDS  how long to wait for the admin token file and the\n"
+	      "                           forge's answers, per step (default 30)\n"
+	      "  --state-file=PATH        what to remember across boots; empty: nothing\n"
+	      "                           (default /var/lib/hive-ci-prefetch/hive-ci.json)\n"
+	      "  --token-format=FORMAT    env: TOKEN=<token> (default); raw: the bare token\n"
+	      "  --placeholder-on-keep    write the placeholder when .runner is kept\n"
+	      "                           (breaks the nixpkgs runner module since 26.05)\n"
+	      "  --no-cleanup             do not delete superseded runners of this host\n"
 	      "  --reregister             discard .runner even if the forge still knows it;\n"
 	      "                           fetch a fresh token\n"
 	      "  -n, --dry-run            decide and say what would happen; delete, write and\n"
-	      "                           fetch nothing\n"
+	      "                           wait for nothing\n"
 	      "      --json               print the decision as one JSON object on stdout\n"
 	      "  -v, --verbose            say each step\n"
 	      "  -q, --quiet              errors only\n"
@@ -181,6 +195,8 @@ enum options_result options_parse(int argc, char **argv, struct options *o, char
 	    .runner_file = "/var/lib/gitea-runner/hive/.runner",
 	    .output = "/run/hive-ci/runner-token",
 	    .retry_timeout_ms = 30000,
+	    .state_file = "/var/lib/hive-ci-prefetch/hive-ci.json",
+	    .cleanup = true,
 	};
 
 	opterr = 0;
@@ -215,6 +231,24 @@ enum options_result options_parse(int argc, char **argv, struct options *o, char
 				    "--retry-timeout: '%s' is not a number of seconds from 0 "
 				    "to %d",
 				    optarg, RETRY_TIMEOUT_MAX_S);
+			break;
+		case OPT_STATE_FILE:
+			o->state_file = optarg;
+			break;
+		case OPT_TOKEN_FORMAT:
+			if (strcmp(optarg, "env") == 0)
+				o->token_format = TOKEN_FORMAT_ENV;
+			else if (strcmp(optarg, "raw") == 0)
+				o->token_format = TOKEN_FORMAT_RAW;
+			else
+				return bad(err, errlen, "--token-format: '%s' is not env or raw",
+					   optarg);
+			break;
+		case OPT_PLACEHOLDER_ON_KEEP:
+			o->placeholder_on_keep = true;
+			break;
+		case OPT_NO_CLEANUP:
+			o->cleanup = false;
 			break;
 		case OPT_REREGISTER:
 			o->reregister = true;
@@ -263,5 +297,9 @@ enum options_result options_parse(int argc, char **argv, struct options *o, char
 			return bad(err, errlen, "%s: empty path", paths[i].name);
 	if (o->output[strlen(o->output) - 1] == '/')
 		return bad(err, errlen, "--output: must name a file, not a directory");
+	if (o->state_file[0] == '\0')
+		o->state_file = NULL; /* memory off */
+	else if (o->state_file[strlen(o->state_file) - 1] == '/')
+		return bad(err, errlen, "--state-file: must name a file, not a directory");
 	return OPTIONS_RUN;
 }

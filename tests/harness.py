@@ -82,6 +82,7 @@ class Env:
         os.makedirs(self.root)
         self.token_file = os.path.join(self.dir, "forge-core-token")
         self.output = os.path.join(self.dir, "run", "hive-ci", "runner-token")
+        self.state_file = os.path.join(self.dir, "state", "hive-ci.json")
         self.runner_inside = RUNNER_PATH
         self.write_admin_token(ADMIN + "\n")
         self.forges = []
@@ -136,6 +137,7 @@ class Env:
              "--container-root=" + self.root,
              "--runner-file=" + self.runner_inside,
              "--output=" + self.output,
+             "--state-file=" + self.state_file,
              "--retry-timeout=" + retry_timeout]
         if f is not None:
             a.append("--forge-url=" + f.url)

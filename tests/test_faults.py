@@ -87,7 +87,8 @@ def sigkill_at_each_system_call_leaves_old_or_new(env):
     env.write_output(OLD)
     counts_file = os.path.join(env.dir, "counts")
     p = subprocess.run(["strace", "-f", "-qq", "-c", "-o", counts_file,
-                        "-e", "trace=" + ",".join(WRITE_PATH)] + env.args(f, "-q"),
+                        "-e", "trace=" + ",".join(WRITE_PATH)]
+                       + env.args(f, "-q", "--state-file="),
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
     counts = {}

@@ -22,7 +22,7 @@ def admin_token_absent_writes_placeholder_and_asks_nothing(env):
     os.unlink(env.token_file)
     env.write_runner()
     f = env.forge(runners={1: UUID})
-    r = env.run(f)
+    r = env.run(f, retry_timeout="0.2")
     expect(r, 0)
     env.assert_output(PLACEHOLDER)
     assert env.runner_kept()
@@ -34,7 +34,7 @@ def admin_token_empty_or_blank_writes_placeholder(env):
     f = env.forge()
     for text in ("", "\n", "  \n\t\n"):
         env.write_admin_token(text)
-        r = env.run(f)
+        r = env.run(f, retry_timeout="0.2")
         expect(r, 0)
         env.assert_output(PLACEHOLDER)
     assert f.requests == []
@@ -46,7 +46,7 @@ def admin_token_is_stripped_and_sent_only_as_header(env):
     env.write_runner()
     f = env.forge(runners={1: UUID})
     expect(env.run(f), 0)
-    assert paths_seen(f) == [LOOKUP]
+    assert paths_seen(f) == [LOOKUP, TOKEN]
     assert_auth_header_only(f)
 
 
@@ -55,14 +55,16 @@ def admin_token_is_stripped_and_sent_only_as_header(env):
 @case
 def registered_runner_is_kept(env):
     env.write_runner()
-    env.write_output(TOKEN_LINE)  # an old token gives way to the placeholder
+    env.write_output(PLACEHOLDER)  # the placeholder gives way to the current token
     f = env.forge(runners={1: UUID})
     r = env.run(f)
     expect(r, 0)
     assert env.runner_kept()
-    env.assert_output(PLACEHOLDER)
-    assert paths_seen(f) == [LOOKUP]
-    assert "runner 1 still registered; keeping .runner" in r.stderr, r
+    env.assert_output(TOKEN_LINE)
+    assert paths_seen(f) == [LOOKUP, TOKEN]
+    assert f.connections == 1, "lookup and token on one connection"
+    assert ("runner 1 still registered; keeping .runner; wrote the current registration "
+            "token to " + env.output) in r.stderr, r
 
 
 @case
@@ -143,8 +145,8 @@ def busy_forge_is_asked_again_then_keeps(env):
     r = env.run(f, retry_timeout="5")
     expect(r, 0)
     assert env.runner_kept()
-    env.assert_output(PLACEHOLDER)
-    assert paths_seen(f) == [LOOKUP] * 4
+    env.assert_output(TOKEN_LINE)
+    assert paths_seen(f) == [LOOKUP] * 4 + [TOKEN]
     assert "still registered" in r.stderr
 
 
@@ -305,9 +307,10 @@ def token_other_status_exits_76(env):
 @case
 def dry_run_says_and_changes_nothing(env):
     stories = [
-        ({1: UUID}, "runner 1 still registered: would keep .runner and write the placeholder"),
-        ({}, "runner 1 is gone from the forge (404): would delete .runner and fetch a "
-             "registration token"),
+        ({1: UUID}, "runner 1 still registered: would keep .runner and write the current "
+                    "registration token"),
+        ({}, "runner 1 is gone from the forge (404): would delete .runner and write the "
+             "current registration token"),
     ]
     for runners, sentence in stories:
         env.write_runner()
@@ -323,8 +326,9 @@ def dry_run_says_and_changes_nothing(env):
     f = env.forge()
     r = env.run(f, "-n")
     expect(r, 0)
-    assert r.stdout == "no .runner: would fetch a registration token\n", r
+    assert r.stdout == "no .runner: would write the current registration token\n", r
     assert f.requests == [] and not os.path.exists(env.output)
+    assert not os.path.exists(env.state_file)
 
 
 @case

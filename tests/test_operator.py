@@ -34,7 +34,8 @@ def journal_lines_carry_syslog_priorities(env):
     f = env.forge(runners={1: UUID})
     rc, lines = run_with_stderr_file(env, f, ["-v"], journal=True)
     assert rc == 0
-    assert "<6>hive-ci-prefetch: runner 1 still registered; keeping .runner" in lines, lines
+    assert ("<6>hive-ci-prefetch: runner 1 still registered; keeping .runner; wrote the current "
+            "registration token to %s" % env.output) in lines, lines
     assert any(line.startswith("<7>hive-ci-prefetch: ") for line in lines), lines
     assert all(line[:3] in ("<6>", "<7>") for line in lines), lines
     env.write_admin_token("wrong-token\n", 0o644)
@@ -50,7 +51,8 @@ def plain_lines_when_stderr_is_not_the_journal(env):
     f = env.forge(runners={1: UUID})
     rc, lines = run_with_stderr_file(env, f, [], journal=False)
     assert rc == 0
-    assert lines == ["hive-ci-prefetch: runner 1 still registered; keeping .runner"], lines
+    assert lines == ["hive-ci-prefetch: runner 1 still registered; keeping .runner; wrote the "
+                     "current registration token to %s" % env.output], lines
 
 
 def json_outcome(env, f, *extra):
@@ -61,22 +63,26 @@ def json_outcome(env, f, *extra):
     assert p.stdout.count("\n") == 1, p.stdout
     checked = subprocess.run([JSON_CHECK], input=p.stdout, capture_output=True, text=True)
     assert checked.returncode == 0, (p.stdout, checked.stderr)
-    action, status, runner_id = checked.stdout.split()
+    action, status, runner_id, token, deleted = checked.stdout.split()
     assert int(status) == p.returncode, (p.stdout, p.returncode)
-    return action, p.returncode, int(runner_id), json.loads(p.stdout)
+    obj = json.loads(p.stdout)
+    assert obj["token"] == token and obj["deleted"] == (
+        [] if deleted == "-" else [int(d) for d in deleted.split(",")]), (obj, checked.stdout)
+    return action, p.returncode, int(runner_id), obj
 
 
 @case
 def json_states_every_action(env):
     f = env.forge(runners={1: UUID})
     os.unlink(env.token_file)
-    assert json_outcome(env, f)[:3] == ("placeholder", 0, 0)
+    assert json_outcome(env, f, "--retry-timeout=0.2")[:3] == ("placeholder", 0, 0)
     env.write_admin_token("adm_Canary0123456789abcdef0123456789abcd\n")
     assert json_outcome(env, f)[:3] == ("register", 0, 0)
     env.write_runner(runner_id=1)
     action, status, rid, obj = json_outcome(env, f)
     assert (action, status, rid) == ("keep", 0, 1)
-    assert obj["reason"] == "runner 1 still registered; keeping .runner", obj
+    assert obj["reason"] == ("runner 1 still registered; keeping .runner; wrote the current "
+                             "registration token to %s" % env.output), obj
     assert obj["dry_run"] is False
     env.write_runner(runner_id=7)
     action, status, rid, obj = json_outcome(env, f)

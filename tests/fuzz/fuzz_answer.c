@@ -16,26 +16,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct forge_answer a = {.retry_after_ms = -1};
 	enum route_kind kind;
 	enum verdict v;
-	char uuid[RUNNER_UUID_MAX + 1];
+	struct runner_info info;
 	char *token;
 
 	if (size < 3)
 		return 0;
 	a.status = (data[0] << 8 | data[1]) % 700;
-	kind = data[2] & 1 ? ROUTE_TOKEN : ROUTE_LOOKUP;
+	kind = (enum route_kind)((data[2] & 3) % 3);
 	a.body = (const char *)data + 3;
 	a.body_len = size - 3;
-	a.body_truncated = data[2] & 2;
+	a.body_truncated = data[2] & 4;
 
 	v = answer_classify(&a, kind);
-	if ((v == VERDICT_OK) != (a.status == 200))
+	if ((v == VERDICT_OK) != (a.status == 200 || (kind == ROUTE_CLEANUP && a.status == 204)))
 		abort();
-	if ((v == VERDICT_GONE || v == VERDICT_NO_ROUTE) != (a.status == 404))
+	if (v == VERDICT_GONE && (a.status != 404 || kind == ROUTE_TOKEN))
+		abort();
+	if (v == VERDICT_NO_ROUTE && a.status != 404 && a.status != 405)
+		abort();
+	if (kind == ROUTE_CLEANUP && answer_is_retryable(v, kind))
 		abort();
 	(void)answer_is_retryable(v, kind);
 	(void)verdict_name(v);
 
-	if (answer_runner_uuid(&a, uuid, sizeof(uuid)) == 1 && strlen(uuid) > RUNNER_UUID_MAX)
+	if (answer_runner(&a, &info) == 0 && info.uuid_field == FIELD_SET &&
+	    strlen(info.uuid) > RUNNER_UUID_MAX)
 		abort();
 	if (answer_token(&a, &token) == 0) {
 		/* The one invariant that matters: nothing else is ever written. */

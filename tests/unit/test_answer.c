@@ -159,20 +159,59 @@ static void token_of_256_chars_is_refused(void **state)
 	free(t);
 }
 
-static void runner_uuid(void **state)
+static void runner_object(void **state)
 {
 	(void)state;
-	struct forge_answer a = answer(200, "{\"id\":1,\"uuid\":\"abc-123\",\"name\":\"hive\"}");
-	char uuid[65];
+	struct forge_answer a = answer(200, "{\"id\":1,\"uuid\":\"abc-123\",\"name\":\"hive\","
+					    "\"status\":\"offline\"}");
+	struct runner_info info;
 
-	assert_int_equal(answer_runner_uuid(&a, uuid, sizeof(uuid)), 1);
-	assert_string_equal(uuid, "abc-123");
+	assert_int_equal(answer_runner(&a, &info), 0);
+	assert_int_equal(info.uuid_field, FIELD_SET);
+	assert_string_equal(info.uuid, "abc-123");
+	assert_string_equal(info.status, "offline");
 	a = answer(200, "{\"id\":1}");
-	assert_int_equal(answer_runner_uuid(&a, uuid, sizeof(uuid)), 0);
+	assert_int_equal(answer_runner(&a, &info), 0);
+	assert_int_equal(info.uuid_field, FIELD_ABSENT);
 	a = answer(200, "{\"id\":1,\"uuid\":7}");
-	assert_int_equal(answer_runner_uuid(&a, uuid, sizeof(uuid)), 0);
+	assert_int_equal(answer_runner(&a, &info), 0);
+	assert_int_equal(info.uuid_field, FIELD_ABSENT);
 	a = answer(200, "garbage");
-	assert_int_equal(answer_runner_uuid(&a, uuid, sizeof(uuid)), 0);
+	assert_int_equal(answer_runner(&a, &info), -EINVAL);
+	a = answer(200, "{\"id\":1}");
+	a.body_truncated = true;
+	assert_int_equal(answer_runner(&a, &info), -EBADMSG);
+}
+
+/* Issue 10: on a token route every 404 and a 405 mean "not this route here"
+ * (Gitea 1.24+ answers a JSON 404 on the GET it routes into its lookup). */
+static void token_route_404_and_405_are_no_route(void **state)
+{
+	(void)state;
+	assert_int_equal(token(404, "{\"message\":\"Runner not found\",\"errors\":null}"),
+			 VERDICT_NO_ROUTE);
+	assert_int_equal(token(404, "404 page not found\n"), VERDICT_NO_ROUTE);
+	assert_int_equal(token(405, ""), VERDICT_NO_ROUTE);
+	assert_int_equal(lookup(405, ""), VERDICT_UNEXPECTED);
+}
+
+/* Issue 11: the clean-up's answers, never retried. */
+static void cleanup_statuses(void **state)
+{
+	(void)state;
+	struct forge_answer a = answer(204, NULL);
+
+	assert_int_equal(answer_classify(&a, ROUTE_CLEANUP), VERDICT_OK);
+	a = answer(404, "{\"message\":\"gone\"}");
+	assert_int_equal(answer_classify(&a, ROUTE_CLEANUP), VERDICT_GONE);
+	a = answer(404, "404 page not found\n");
+	assert_int_equal(answer_classify(&a, ROUTE_CLEANUP), VERDICT_NO_ROUTE);
+	a = answer(405, NULL);
+	assert_int_equal(answer_classify(&a, ROUTE_CLEANUP), VERDICT_NO_ROUTE);
+	a = answer(500, NULL);
+	assert_int_equal(answer_classify(&a, ROUTE_CLEANUP), VERDICT_TRANSIENT);
+	assert_false(answer_is_retryable(VERDICT_TRANSIENT, ROUTE_CLEANUP));
+	assert_false(answer_is_retryable(VERDICT_NO_ANSWER, ROUTE_CLEANUP));
 }
 
 int main(void)
@@ -185,7 +224,9 @@ int main(void)
 	    cmocka_unit_test(retries),
 	    cmocka_unit_test(token_bodies),
 	    cmocka_unit_test(token_of_256_chars_is_refused),
-	    cmocka_unit_test(runner_uuid),
+	    cmocka_unit_test(runner_object),
+	    cmocka_unit_test(token_route_404_and_405_are_no_route),
+	    cmocka_unit_test(cleanup_statuses),
 	};
 
 	return cmocka_run_group_tests_name("answer", tests, NULL, NULL);

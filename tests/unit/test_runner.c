@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -27,8 +28,10 @@ static void accepts_forgejo_runner_file(void **state)
 
 	assert_int_equal(parse(file, &info), 0);
 	assert_int_equal(info.id, 42);
-	assert_true(info.has_uuid);
+	assert_int_equal(info.uuid_field, FIELD_SET);
 	assert_string_equal(info.uuid, "6c1f3d2e-aaaa-bbbb-cccc-0123456789ab");
+	assert_int_equal(info.name_field, FIELD_SET);
+	assert_string_equal(info.name, "hive");
 }
 
 static void accepts_largest_id_without_uuid(void **state)
@@ -38,7 +41,7 @@ static void accepts_largest_id_without_uuid(void **state)
 
 	assert_int_equal(parse("{\"id\": 9223372036854775807}", &info), 0);
 	assert_int_equal(info.id, INT64_MAX);
-	assert_false(info.has_uuid);
+	assert_int_equal(info.uuid_field, FIELD_ABSENT);
 }
 
 static void ignores_uuid_that_is_not_a_string(void **state)
@@ -47,7 +50,57 @@ static void ignores_uuid_that_is_not_a_string(void **state)
 	struct runner_info info;
 
 	assert_int_equal(parse("{\"id\": 3, \"uuid\": 7}", &info), 0);
-	assert_false(info.has_uuid);
+	assert_int_equal(info.uuid_field, FIELD_ABSENT);
+}
+
+/* Issue 12, item 6: an over-long uuid counted as "no uuid", so a runner
+ * whose uuid clearly differed was judged still registered. */
+static void overlong_uuid_counts_as_different_not_absent(void **state)
+{
+	(void)state;
+	struct runner_info mine, theirs;
+	char file[256];
+
+	snprintf(file, sizeof(file), "{\"id\": 3, \"uuid\": \"%0100d\"}", 7);
+	assert_int_equal(parse(file, &mine), 0);
+	assert_int_equal(mine.uuid_field, FIELD_TOO_LONG);
+	assert_int_equal(parse("{\"id\": 3, \"uuid\": \"abc\"}", &theirs), 0);
+	assert_int_equal(runner_compare(&mine, &theirs), RUNNER_OTHER_UUID);
+	assert_int_equal(runner_compare(&theirs, &mine), RUNNER_OTHER_UUID);
+	/* Even two over-long uuids are never taken for the same runner. */
+	assert_int_equal(runner_compare(&mine, &mine), RUNNER_OTHER_UUID);
+}
+
+static struct runner_info object(const char *json)
+{
+	struct runner_info info;
+
+	assert_int_equal(runner_parse_object(json, strlen(json), &info), 0);
+	return info;
+}
+
+/* Issue 10: Gitea's runner object has no uuid; the name tells a reused id. */
+static void compares_uuid_then_name_then_id(void **state)
+{
+	(void)state;
+	struct runner_info mine = object("{\"id\": 1, \"uuid\": \"u-1\", \"name\": \"hive\"}");
+
+	assert_int_equal(runner_compare(&mine, &(struct runner_info){0}), RUNNER_SAME_ID);
+	struct runner_info same_uuid = object("{\"id\": 1, \"uuid\": \"u-1\", \"name\": \"x\"}");
+	assert_int_equal(runner_compare(&mine, &same_uuid), RUNNER_SAME_UUID);
+	struct runner_info other_uuid =
+	    object("{\"id\": 1, \"uuid\": \"u-2\", \"name\": \"hive\"}");
+	assert_int_equal(runner_compare(&mine, &other_uuid), RUNNER_OTHER_UUID);
+	struct runner_info gitea =
+	    object("{\"id\": 1, \"name\": \"hive\", \"status\": \"online\", "
+		   "\"busy\": false, \"labels\": [{\"id\": 1, \"name\": "
+		   "\"native\", \"type\": \"custom\"}], \"disabled\": false}");
+	assert_int_equal(runner_compare(&mine, &gitea), RUNNER_SAME_NAME);
+	assert_string_equal(gitea.status, "online");
+	struct runner_info gitea_other = object("{\"id\": 1, \"name\": \"ci-2\"}");
+	assert_int_equal(runner_compare(&mine, &gitea_other), RUNNER_OTHER_NAME);
+	assert_false(runner_match_is_same(RUNNER_OTHER_NAME));
+	assert_true(runner_match_is_same(RUNNER_SAME_ID));
 }
 
 static void rejects_malformed(void **state)
@@ -100,6 +153,8 @@ int main(void)
 	    cmocka_unit_test(accepts_forgejo_runner_file),
 	    cmocka_unit_test(accepts_largest_id_without_uuid),
 	    cmocka_unit_test(ignores_uuid_that_is_not_a_string),
+	    cmocka_unit_test(overlong_uuid_counts_as_different_not_absent),
+	    cmocka_unit_test(compares_uuid_then_name_then_id),
 	    cmocka_unit_test(rejects_malformed),
 	    cmocka_unit_test(rejects_embedded_nul),
 	};

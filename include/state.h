@@ -1,0 +1,58 @@
+/* What the host remembers across boots: the last registration token written
+ * and the runners of this host the forge has known.  Root-only, host-side. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runner.h"
+
+#define STATE_FILE_MAX	     (64 * 1024)
+#define STATE_SUPERSEDED_MAX 16
+
+struct state_runner {
+	int64_t id; /* 0: none */
+	char uuid[RUNNER_UUID_MAX + 1];
+	char name[RUNNER_NAME_MAX + 1];
+};
+
+struct state {
+	char *token;		       /* last token written (never the placeholder); wiped */
+	struct state_runner confirmed; /* the last runner the forge confirmed */
+	/* Runners this host held that were superseded, oldest first; each a
+	 * candidate for the ghost clean-up.  Distinct by id and uuid. */
+	struct state_runner superseded[STATE_SUPERSEDED_MAX];
+	size_t n_superseded;
+	char *loaded; /* the file's bytes as read, so an unchanged state is not rewritten; wiped */
+	size_t loaded_len;
+};
+
+/* Reads path into *s.  A missing file is an empty state (returns 0).  A file
+ * that is not a regular file owned by us and writable only by us, is over
+ * STATE_FILE_MAX bytes, or is not the expected JSON, leaves *s empty and
+ * returns -errno with *why set to a static description.  Never logs. */
+int state_load(const char *path, struct state *s, const char **why);
+
+/* Writes *s to path (directory created 0700, file 0600, replaced
+ * atomically) unless it would write exactly the bytes that were loaded.
+ * Returns 1 when written, 0 when unchanged, or -errno. */
+int state_save(const char *path, const struct state *s);
+
+/* Wipes and frees. */
+void state_clear(struct state *s);
+
+/* Remembers token (valid, copied) as the last one written.  Returns 0 or -ENOMEM. */
+int state_remember_token(struct state *s, const char *token);
+
+/* Adds a superseded runner (needs an id and a uuid), unless it is listed
+ * already or is the confirmed runner; the oldest entry goes beyond
+ * STATE_SUPERSEDED_MAX. */
+void state_supersede(struct state *s, int64_t id, const char *uuid);
+
+/* Records r as the confirmed runner.  A different runner remembered as
+ * confirmed before is superseded; r's id leaves the list. */
+void state_confirm(struct state *s, const struct runner_info *r);
+
+/* Removes entry i of the superseded list. */
+void state_forget(struct state *s, size_t i);

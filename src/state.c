@@ -1,0 +1,289 @@
+/* The state file.
+ *
+ * Rules this file keeps:
+ *  1. It holds a secret (the registration token): every buffer that held
+ *     the file's bytes or the token is wiped before it is freed, and nothing
+ *     here logs.
+ *  2. It is read leniently: anything unexpected makes an empty state, never
+ *     a failed run.  Only a regular file that we own and that nobody else can
+ *     write is believed.
+ *  3. It is written only when its content changes, atomically, 0600 in a
+ *     0700 directory, so a steady boot writes nothing but the output.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "atomic.h"
+#include "cleanup.h"
+#include "fileio.h"
+#include "state.h"
+#include "token.h"
+
+#define STATE_DIR_MODE 0700
+
+static void clear_loaded(struct state *s)
+{
+	if (s->loaded) {
+		explicit_bzero(s->loaded, s->loaded_len);
+		free(s->loaded);
+	}
+	s->loaded = NULL;
+	s->loaded_len = 0;
+}
+
+void state_clear(struct state *s)
+{
+	erase_and_freep(&s->token);
+	clear_loaded(s);
+	*s = (struct state){0};
+}
+
+static bool copy_string(json_t *j, char *buf, size_t n)
+{
+	if (!json_is_string(j) || json_string_length(j) >= n ||
+	    strlen(json_string_value(j)) != json_string_length(j))
+		return false;
+	memcpy(buf, json_string_value(j), json_string_length(j) + 1);
+	return true;
+}
+
+/* {"id": N, "uuid": "...", "name": "..."}: id required, the rest optional. */
+static bool runner_from_json(json_t *j, struct state_runner *r)
+{
+	json_t *id = json_object_get(j, "id"), *v;
+
+	*r = (struct state_runner){0};
+	if (!json_is_object(j) || !json_is_integer(id) || json_integer_value(id) < 1)
+		return false;
+	r->id = json_integer_value(id);
+	if ((v = json_object_get(j, "uuid")) && !copy_string(v, r->uuid, sizeof(r->uuid)))
+		return false;
+	if ((v = json_object_get(j, "name")) && !copy_string(v, r->name, sizeof(r->name)))
+		return false;
+	return true;
+}
+
+static int from_json(json_t *root, struct state *s)
+{
+	json_t *token = json_object_get(root, "token");
+	json_t *runner = json_object_get(root, "runner");
+	json_t *list = json_object_get(root, "superseded");
+	size_t i;
+	json_t *e;
+
+	if (!json_is_object(root))
+		return -EBADMSG;
+	if (token) {
+		if (!json_is_string(token) ||
+		    !token_is_valid(json_string_value(token), json_string_length(token)))
+			return -EBADMSG;
+		s->token = strdup(json_string_value(token));
+		if (!s->token)
+			return -ENOMEM;
+	}
+	if (runner && !runner_from_json(runner, &s->confirmed))
+		return -EBADMSG;
+	if (list && (!json_is_array(list) || json_array_size(list) > STATE_SUPERSEDED_MAX))
+		return -EBADMSG;
+	json_array_foreach(list, i, e)
+	{
+		struct state_runner r;
+
+		if (!runner_from_json(e, &r) || r.uuid[0] == '\0')
+			return -EBADMSG;
+		s->superseded[s->n_superseded++] = r;
+	}
+	return 0;
+}
+
+int state_load(const char *path, struct state *s, const char **why)
+{
+	_cleanup_(closep) int fd = -1;
+	json_t *root;
+	struct stat st;
+	ssize_t n;
+	int r;
+
+	*s = (struct state){0};
+	*why = NULL;
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 0;
+		*why = errno == ELOOP ? "is a symbolic link" : "cannot be opened";
+		return -errno;
+	}
+	if (fstat(fd, &st) < 0) {
+		*why = "cannot be examined";
+		return -errno;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		*why = "is not a regular file";
+		return -EINVAL;
+	}
+	if (st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+		*why = "is not owned by us or is writable by others";
+		return -EPERM;
+	}
+	if (st.st_size > STATE_FILE_MAX) {
+		*why = "is larger than 64 KiB";
+		return -EFBIG;
+	}
+	s->loaded = malloc(STATE_FILE_MAX + 1);
+	if (!s->loaded) {
+		*why = "cannot be held in memory";
+		return -ENOMEM;
+	}
+	n = read_full(fd, s->loaded, STATE_FILE_MAX + 1);
+	if (n < 0 || n > STATE_FILE_MAX) {
+		*why = n < 0 ? "cannot be read" : "is larger than 64 KiB";
+		r = n < 0 ? (int)n : -EFBIG;
+		goto bad;
+	}
+	s->loaded_len = (size_t)n;
+
+	root = json_loadb(s->loaded, s->loaded_len, JSON_REJECT_DUPLICATES, NULL);
+	r = root ? from_json(root, s) : -EBADMSG;
+	json_decref(root);
+	if (r == 0)
+		return 0;
+	*why = r == -ENOMEM ? "cannot be held in memory" : "is not a hive-ci-prefetch state file";
+bad:
+	state_clear(s);
+	return r;
+}
+
+static json_t *runner_to_json(const struct state_runner *r)
+{
+	json_t *j = json_pack("{s:I}", "id", (json_int_t)r->id);
+
+	if (j && r->uuid[0])
+		json_object_set_new(j, "uuid", json_string(r->uuid));
+	if (j && r->name[0])
+		json_object_set_new(j, "name", json_string(r->name));
+	return j;
+}
+
+/* The file's bytes for *s: one line of compact JSON, keys in a fixed order,
+ * so equal states give equal bytes.  Returns a string to wipe and free. */
+static char *serialize(const struct state *s, size_t *len)
+{
+	json_t *root = json_object(), *list = json_array();
+	json_malloc_t jmalloc;
+	json_free_t jfree;
+	char *text = NULL;
+
+	if (!root || !list)
+		goto out;
+	if (s->token)
+		json_object_set_new(root, "token", json_string(s->token));
+	if (s->confirmed.id)
+		json_object_set_new(root, "runner", runner_to_json(&s->confirmed));
+	for (size_t i = 0; i < s->n_superseded; i++)
+		json_array_append_new(list, runner_to_json(&s->superseded[i]));
+	json_object_set(root, "superseded", list);
+	text = json_dumps(root, JSON_COMPACT);
+out:
+	json_decref(list);
+	json_decref(root);
+	if (!text)
+		return NULL;
+	/* json_dumps leaves room for nothing more: add the newline in a copy. */
+	*len = strlen(text) + 1;
+	char *line = malloc(*len + 1);
+
+	if (line) {
+		memcpy(line, text, *len - 1);
+		line[*len - 1] = '\n';
+		line[*len] = '\0';
+	}
+	explicit_bzero(text, *len - 1);
+	json_get_alloc_funcs(&jmalloc, &jfree); /* json_dumps allocated it */
+	jfree(text);
+	return line;
+}
+
+int state_save(const char *path, const struct state *s)
+{
+	_cleanup_(erase_and_freep) char *text = NULL;
+	size_t len = 0;
+
+	text = serialize(s, &len);
+	if (!text)
+		return -ENOMEM;
+	if (s->loaded && len == s->loaded_len && memcmp(text, s->loaded, len) == 0)
+		return 0;
+	/* Nothing remembered and no file: nothing to write either. */
+	if (!s->loaded && !s->token && !s->confirmed.id && !s->n_superseded)
+		return 0;
+	int r = atomic_replace(path, text, len, STATE_DIR_MODE, false);
+
+	return r < 0 ? r : 1;
+}
+
+int state_remember_token(struct state *s, const char *token)
+{
+	char *copy;
+
+	if (s->token && strcmp(s->token, token) == 0)
+		return 0;
+	copy = strdup(token);
+	if (!copy)
+		return -ENOMEM;
+	erase_and_freep(&s->token);
+	s->token = copy;
+	return 0;
+}
+
+void state_forget(struct state *s, size_t i)
+{
+	if (i >= s->n_superseded)
+		return;
+	memmove(&s->superseded[i], &s->superseded[i + 1],
+		(s->n_superseded - i - 1) * sizeof(s->superseded[0]));
+	s->n_superseded--;
+}
+
+void state_supersede(struct state *s, int64_t id, const char *uuid)
+{
+	if (id < 1 || !uuid || uuid[0] == '\0' || strlen(uuid) > RUNNER_UUID_MAX)
+		return;
+	if (id == s->confirmed.id && strcmp(uuid, s->confirmed.uuid) == 0)
+		return;
+	for (size_t i = 0; i < s->n_superseded; i++)
+		if (s->superseded[i].id == id && strcmp(s->superseded[i].uuid, uuid) == 0)
+			return;
+	if (s->n_superseded == STATE_SUPERSEDED_MAX)
+		state_forget(s, 0);
+	struct state_runner *e = &s->superseded[s->n_superseded++];
+
+	*e = (struct state_runner){.id = id};
+	memcpy(e->uuid, uuid, strlen(uuid) + 1);
+}
+
+void state_confirm(struct state *s, const struct runner_info *r)
+{
+	struct state_runner now = {.id = r->id};
+
+	if (r->uuid_field == FIELD_SET)
+		memcpy(now.uuid, r->uuid, sizeof(now.uuid));
+	if (r->name_field == FIELD_SET)
+		memcpy(now.name, r->name, sizeof(now.name));
+	if (s->confirmed.id &&
+	    (s->confirmed.id != now.id || strcmp(s->confirmed.uuid, now.uuid) != 0)) {
+		struct state_runner old = s->confirmed;
+
+		s->confirmed = now; /* so that supersede does not skip the old one as current */
+		state_supersede(s, old.id, old.uuid);
+	}
+	s->confirmed = now;
+	for (size_t i = s->n_superseded; i-- > 0;)
+		if (s->superseded[i].id == now.id)
+			state_forget(s, i);
+}
