@@ -140,6 +140,17 @@ static const char *token_words(enum token_source t)
 	return "nothing";
 }
 
+/* Adds to a sentence how long the run waited for the admin token file. */
+static void say_wait(const struct flow *fl, char *sentence, size_t n)
+{
+	size_t len = strlen(sentence);
+
+	if (fl->waited_ms > 0)
+		snprintf(sentence + len, n - len,
+			 " (waited %" PRId64 ".%01" PRId64 " s for the admin token file)",
+			 fl->waited_ms / 1000, fl->waited_ms % 1000 / 100);
+}
+
 /* Ends the run (or its decision, when a clean-up follows): records the
  * outcome and logs the sentence at level, except a dry run's decision,
  * which main prints on stdout.  A failure's sentence becomes the reason; a
@@ -157,13 +168,7 @@ static void conclude(struct flow *fl, enum action a, int status, int level, cons
 	va_start(ap, fmt);
 	vsnprintf(sentence, sizeof(sentence), fmt, ap);
 	va_end(ap);
-	if (fl->waited_ms > 0) {
-		size_t len = strlen(sentence);
-
-		snprintf(sentence + len, sizeof(sentence) - len,
-			 " (waited %" PRId64 ".%01" PRId64 " s for the admin token file)",
-			 fl->waited_ms / 1000, fl->waited_ms % 1000 / 100);
-	}
+	say_wait(fl, sentence, sizeof(sentence));
 	if (status != EX_OK || fl->out->reason[0] == '\0')
 		memcpy(fl->out->reason, sentence, sizeof(sentence));
 	if (!fl->o->dry_run || status != EX_OK)
@@ -195,6 +200,7 @@ static void announce(struct flow *fl, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(fl->out->reason, sizeof(fl->out->reason), fmt, ap);
 	va_end(ap);
+	say_wait(fl, fl->out->reason, sizeof(fl->out->reason));
 	log_info("%s", fl->out->reason);
 }
 
