@@ -43,7 +43,9 @@ def help_man_and_readme_list_the_same_options(env):
     opts, text = help_options(env.binary)
     contract = {("", "forge-url"), ("", "unix-socket"), ("", "ca-file"),
                 ("", "core-token-file"), ("", "container-root"), ("", "runner-file"),
-                ("", "output"), ("", "retry-timeout"), ("", "reregister"), ("n", "dry-run"),
+                ("", "output"), ("", "retry-timeout"), ("", "state-file"),
+                ("", "token-format"), ("", "placeholder-on-keep"), ("", "no-cleanup"),
+                ("", "reregister"), ("n", "dry-run"),
                 ("", "json"), ("v", "verbose"), ("q", "quiet"), ("h", "help"),
                 ("V", "version")}
     assert opts == contract, opts ^ contract
