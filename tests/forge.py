@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""A fake Forgejo forge for the hive-ci-prefetch tests.
+"""A fake Forgejo or Gitea forge for the hive-ci-prefetch tests.
 
-It serves the few admin API routes hive-ci-prefetch uses, and answers them
-the way a real Forgejo does (see FORGE-API.md): auth runs before routing, a
-missing route is a plain-text 404 while a missing runner is a JSON 404, and
-JSON bodies are compact with a trailing newline, as Go's encoder writes them.
+It serves the admin API routes of runners, and answers them the way a real
+Forgejo or Gitea does (see FORGE-API.md): auth runs before routing, a
+missing route is a plain-text 404 while a missing runner is a JSON 404, a
+route that exists only for another method is a 405, and JSON bodies are
+compact with a trailing newline, as Go's encoder writes them. It also keeps
+the state the runners live by: a reusable registration token, runner records
+created by registration, and whether the forge is up at all.
 Standard library only: it runs offline in the Nix build sandbox and in CI.
 
 Used as a module::
@@ -12,14 +15,14 @@ Used as a module::
     sys.path.insert(0, "tests")
     import forge
 
-    with forge.Forge(flavour="f15", admin_token="adm_x",
+    with forge.Forge(flavour="forgejo15", admin_token="adm_x",
                      runners={1: "uuid-1"}) as f:
         f.script("lookup", {"status": 503, "body": "busy"})
         ...                        # run the client against f.url
         assert f.requests[0]["path"] == "/api/v1/admin/actions/runners/1"
 
 Forge(flavour, admin_token, nonadmin_token, reg_token, runners, unix_socket,
-tls, port, scopeless_token, log_path); start(delay=0) -> self; stop();
+tls, port, scopeless_token, log_path, host); start(delay=0) -> self; stop();
 script(kind, *responses); and, to look at:
 
     url          "http://127.0.0.1:PORT", "https://..." with tls, or
@@ -29,30 +32,87 @@ script(kind, *responses); and, to look at:
                  string), headers (lower-case names; repeats joined by ", "),
                  conn (connection serial, from 1), status (None if unanswered)
     connections  connections accepted so far
-    runners      id -> uuid (or -> dict of fields overriding the default
-                 runner object); live, tests may change it at any time
+    runners      id -> record; live, tests may change it at any time. A
+                 record is a uuid (str), a dict of fields overriding the
+                 default runner object (its "uuid", if any, is also the
+                 record's uuid), or a forge.Runner (what register() makes)
+    family       "forgejo" or "gitea" (the shape of objects and errors)
+    reg_token    the registration token every token route returns
+
+State, for tests that play the runner's side (thread-safe; works whether
+or not the forge is serving, except where said):
+
+    register(token, name, labels=(), address=None, ephemeral=False) -> dict
+        what `act_runner register` / `forgejo-runner register` does: a new
+        record with the next id, a fresh uuid and a fresh runner secret,
+        even under a name that exists; returns the `.runner` content (WARNING,
+        id, uuid, name, token, address, labels; Gitea flavours add
+        ephemeral). Raises RegisterError if the forge is down or `token` is
+        not the current registration token. The record starts "offline".
+    runner_works(runner) -> (bool, reason)
+        the daemon's check of a `.runner` dict: the forge is up and holds a
+        record with that id whose uuid and runner secret match. Reasons:
+        "ok", "forge down", "unregistered runner (...)", "bad .runner (...)".
+    reset_token() -> str     an admin resets the registration token
+    wipe() -> str            every runner gone, ids from 1 again, new token
+    record(id) -> Runner or None   the record, as a Runner (a plain uuid or
+                 dict entry is converted in place)
+    set_status(id, status)   "offline", "idle", "active" (Forgejo's words)
+                 or "online" (= idle), "busy" (= active); Gitea objects show
+                 online/offline and busy
+    status(id) -> "offline" | "idle" | "active" | None
+    ghosts(current_id=None, name=None) -> [ids]   offline records other
+                 than current_id (only those named `name`, if given)
+    down() / up()  the forge goes away (connections refused, register()
+                 raises, state kept) and comes back on the same port or
+                 socket, so the same URL works again; is_up tells
 
 Auth, before routing, on every path: "Authorization: token X" (the word
 "token" in lower case, as Forgejo wants it) or "Bearer X" (any case). No
 usable header -> 401 "token is required" (query-string tokens are not
 usable); nonadmin_token -> 403 "user should be the site admin";
 scopeless_token -> 403 about scopes; any other token -> 401 "user does not
-exist [uid: 0, name: ]". A non-GET request on a route that exists -> 405.
+exist [uid: 0, name: ]".
 
-Flavours, i.e. which routes (under /api/v1, GET only) the forge has:
+Flavours, i.e. which routes (under /api/v1) the forge has (FORGE-API.md,
+"Routes"); T_ADMIN is /admin/runners/registration-token, A is
+/admin/actions/runners:
 
-    design  /admin/runners/registration-token, /admin/runners/{id}
-    v7      /admin/runners/registration-token            (Forgejo v7..v13)
-    f15     /admin/actions/runners/registration-token,
-            /admin/runners/registration-token (deprecated),
-            /admin/actions/runners/{id}                  (Forgejo 15)
-    future  /admin/actions/runners/registration-token,
-            /admin/actions/runners/{id}
+    design     GET T_ADMIN; GET /admin/runners/{id}   (the hive's design)
+    forgejo11  GET T_ADMIN                            (Forgejo 11-14; "v7")
+    forgejo15  GET T_ADMIN; GET A/registration-token; GET A (bare array);
+               POST A (registers, 201); GET, DELETE A/{id}   ("f15")
+    forgejo16  the same as forgejo15
+    gitea122   GET T_ADMIN                            (Gitea 1.22, 1.23)
+    gitea124   GET T_ADMIN; POST A/registration-token;
+               GET A ({"runners":[...],"total_count":N}); GET, DELETE A/{id}
+               (Gitea 1.24, 1.25)
+    gitea126   as gitea124 without GET T_ADMIN        (Gitea 1.26)
+    future     GET A/registration-token; GET A/{id}
+
+Routing follows the forges' router (chi): a static segment wins over {id},
+but when the static route lacks the method the {id} route is tried, so a GET
+or DELETE of A/registration-token on Gitea 1.24+ is a lookup or delete of
+runner 0 (a JSON 404). A path some route has, but not for this method: 405
+with an Allow header and no body. No route for the path at all: the
+plain-text 404. An {id} that is not an int64 is runner 0 (not found).
+
+Answers: a token route -> 200 {"token": reg_token}; a lookup -> 200 and
+the family's runner object, or the family's JSON 404 (Forgejo
+{"message":"runner with ID 7: resource does not exist","url":...}, Gitea
+{"message":"Runner not found","url":...,"errors":null}); a delete -> 204
+with no body (the record is gone), or that 404; a list -> all records by
+id. Runner objects: Forgejo (design, forgejo*, future) id, uuid, owner_id,
+repo_id, name, status (offline/idle/active), version, labels [str],
+description, ephemeral; Gitea 1.24+ id, name, status (online/offline),
+busy, ephemeral, labels [{id,name,type}], and on gitea126 disabled; no uuid
+(the record keeps one for runner_works). Dict overrides are applied last.
 
 Scripted responses (Forge.script) replace the normal answer to the next
-request of a kind: "token", "lookup" (routes the flavour has; auth still
-applies) or "any" (every request, before auth and routing). A response is a
-dict with any of these keys:
+request of a kind: "token" (every token route, the POST one too), "lookup",
+"delete", "list", "register" (routes the flavour has, with the method they
+take; auth still applies) or "any" (every request, before auth and
+routing). A response is a dict with any of these keys:
 
     status    HTTP status (default 200)
     body      dict/list (sent as JSON), str or bytes (sent as is), or None
@@ -67,6 +127,7 @@ dict with any of these keys:
               "close":   close the connection without answering; with
                          "reset": True, with a TCP reset instead of a FIN
 
+The handler sets TCP_NODELAY on every TCP connection, as Go's net/http does.
 Run as a program it serves until SIGTERM/SIGINT; see --help.
 Set FORGE_DEBUG=1 to log requests and handler errors to stderr.
 """
@@ -77,6 +138,7 @@ import http.server
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import socketserver
@@ -87,6 +149,7 @@ import sys
 import threading
 import time
 import traceback
+import uuid as uuidlib
 
 API_PREFIX = "/api/v1"
 TLS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tls")
@@ -95,28 +158,33 @@ UNIX_SOCKET_URL = "http://forge.invalid"
 DEFAULT_ADMIN_TOKEN = "adm_0123456789abcdef0123456789abcdef0123"
 DEFAULT_REG_TOKEN = "A" * 40
 
-# flavour -> (registration-token routes, runner lookup route prefixes)
-FLAVOURS = {
-    "design": (
-        ("/admin/runners/registration-token",),
-        ("/admin/runners/",),
-    ),
-    "v7": (
-        ("/admin/runners/registration-token",),
-        (),
-    ),
-    "f15": (
-        ("/admin/actions/runners/registration-token",
-         "/admin/runners/registration-token"),
-        ("/admin/actions/runners/",),
-    ),
-    "future": (
-        ("/admin/actions/runners/registration-token",),
-        ("/admin/actions/runners/",),
-    ),
-}
+# Routes: (method, path under /api/v1, kind). "{id}" is one path segment.
+_T_ADMIN = ("GET", "/admin/runners/registration-token", "token")
+_T_ACTIONS = ("GET", "/admin/actions/runners/registration-token", "token")
+_T_POST = ("POST", "/admin/actions/runners/registration-token", "token")
+_L_DESIGN = ("GET", "/admin/runners/{id}", "lookup")
+_L_ACTIONS = ("GET", "/admin/actions/runners/{id}", "lookup")
+_D_ACTIONS = ("DELETE", "/admin/actions/runners/{id}", "delete")
+_LIST = ("GET", "/admin/actions/runners", "list")
+_REGISTER = ("POST", "/admin/actions/runners", "register")
 
-SCRIPT_KINDS = ("lookup", "token", "any")
+# flavour -> (family, routes)
+FLAVOURS = {
+    "design": ("forgejo", (_T_ADMIN, _L_DESIGN)),
+    "forgejo11": ("forgejo", (_T_ADMIN,)),
+    "forgejo15": ("forgejo", (_T_ADMIN, _T_ACTIONS, _LIST, _REGISTER,
+                              _L_ACTIONS, _D_ACTIONS)),
+    "forgejo16": ("forgejo", (_T_ADMIN, _T_ACTIONS, _LIST, _REGISTER,
+                              _L_ACTIONS, _D_ACTIONS)),
+    "gitea122": ("gitea", (_T_ADMIN,)),
+    "gitea124": ("gitea", (_T_ADMIN, _T_POST, _LIST, _L_ACTIONS,
+                           _D_ACTIONS)),
+    "gitea126": ("gitea", (_T_POST, _LIST, _L_ACTIONS, _D_ACTIONS)),
+    "future": ("forgejo", (_T_ACTIONS, _L_ACTIONS)),
+}
+ALIASES = {"v7": "forgejo11", "f15": "forgejo15"}
+
+SCRIPT_KINDS = ("lookup", "token", "delete", "list", "register", "any")
 SCRIPT_MODES = (None, "hang", "endless", "close")
 SCRIPT_KEYS = {"status", "body", "headers", "delay", "mode", "reset",
                "chunk", "interval"}
@@ -124,8 +192,21 @@ SCRIPT_KEYS = {"status", "body", "headers", "delay", "mode", "reset",
 JSON_TYPE = "application/json;charset=utf-8"  # what Forgejo's ctx.JSON sends
 TEXT_TYPE = "text/plain; charset=utf-8"       # what Go's http.Error sends
 
-# Go's strconv.ParseInt(s, 10, 64); Forgejo reads an unparsable id as 0.
+# What act_runner and forgejo-runner write into .runner.
+RUNNER_WARNING = ("This file is automatically generated by act-runner. Do not "
+                  "edit it manually unless you know what you are doing. "
+                  "Removing this file will cause act runner to re-register as "
+                  "a new runner.")
+
+STATUSES = {"offline": "offline", "idle": "idle", "active": "active",
+            "online": "idle", "busy": "active"}
+
+# Go's strconv.ParseInt(s, 10, 64); both forges read an unparsable id as 0.
 _INT64 = re.compile(r"[+-]?[0-9]+\Z")
+
+
+class RegisterError(Exception):
+    """register() refused: the forge is down or the token is not valid."""
 
 
 def _debug():
@@ -151,28 +232,120 @@ def _parse_id(text):
     return 0
 
 
-def runner_object(runner_id, uuid):
-    """The runner object Forgejo 15 returns for a lookup.
+def new_token():
+    """A fresh registration token, as newer Forgejo makes them (43 chars of
+    [A-Za-z0-9_-])."""
+    return secrets.token_urlsafe(32)
 
-    `uuid` is the value from Forge.runners: a str, or a dict whose keys
-    override (or add to) the default fields.
+
+def family_of(flavour):
+    """"forgejo" or "gitea" for a flavour name (aliases too)."""
+    return FLAVOURS[ALIASES.get(flavour, flavour)][0]
+
+
+class Runner:
+    """A runner record the forge keeps.
+
+    status is in Forgejo's words: "offline", "idle" or "active". `token` is
+    the runner's own secret (None for records a test put in by hand: no
+    daemon can use those). `fields` override the API object, as a dict entry
+    in Forge.runners does.
     """
-    runner = {
-        "id": runner_id,
-        "uuid": uuid,
-        "owner_id": 0,
-        "repo_id": 0,
-        "name": "runner-%d" % runner_id,
-        "status": "idle",
-        "version": "v11.1.1",
-        "labels": ["native:host"],
-        "description": "",
-        "ephemeral": False,
-    }
-    if isinstance(uuid, dict):
-        runner["uuid"] = None
-        runner.update(uuid)
-    return runner
+
+    def __init__(self, uuid, name, labels=(), token=None, status="offline",
+                 version="v11.1.1", description="", ephemeral=False,
+                 owner_id=0, repo_id=0, disabled=False, fields=None):
+        self.uuid = uuid
+        self.name = name
+        self.labels = list(labels)
+        self.token = token
+        self.status = STATUSES[status]
+        self.version = version
+        self.description = description
+        self.ephemeral = ephemeral
+        self.owner_id = owner_id
+        self.repo_id = repo_id
+        self.disabled = disabled
+        self.fields = dict(fields or {})
+
+    def __repr__(self):
+        return "Runner(uuid=%r, name=%r, status=%r)" % (self.uuid, self.name,
+                                                        self.status)
+
+
+def _as_runner(runner_id, value):
+    """A Runner for an entry of Forge.runners (a new one for str/dict)."""
+    if isinstance(value, Runner):
+        return value
+    if isinstance(value, dict):
+        status = STATUSES.get(value.get("status"), "idle")
+        if value.get("busy") is True and status == "idle":
+            status = "active"
+        name = value.get("name")
+        return Runner(value.get("uuid"),
+                      name if isinstance(name, str) else
+                      "runner-%d" % runner_id,
+                      labels=["native:host"], status=status, fields=value)
+    return Runner(value, "runner-%d" % runner_id, labels=["native:host"],
+                  status="idle")
+
+
+def runner_object(runner_id, value, family="forgejo", disabled_field=False):
+    """The runner object a lookup returns.
+
+    `value` is an entry of Forge.runners: a uuid (str), a dict whose keys
+    override (or add to) the default fields, or a Runner.
+    """
+    runner = _as_runner(runner_id, value)
+    if family == "gitea":
+        obj = {
+            "id": runner_id,
+            "name": runner.name,
+            "status": "offline" if runner.status == "offline" else "online",
+            "busy": runner.status == "active",
+            "ephemeral": runner.ephemeral,
+            "labels": [{"id": i, "name": label, "type": "custom"}
+                       for i, label in enumerate(runner.labels)],
+        }
+        if disabled_field:
+            obj["disabled"] = runner.disabled
+    else:
+        obj = {
+            "id": runner_id,
+            "uuid": runner.uuid,
+            "owner_id": runner.owner_id,
+            "repo_id": runner.repo_id,
+            "name": runner.name,
+            "status": runner.status,
+            "version": runner.version,
+            "labels": list(runner.labels),
+            "description": runner.description,
+            "ephemeral": runner.ephemeral,
+        }
+    obj.update(runner.fields)
+    return obj
+
+
+def _match(pattern, route):
+    """The {id} segment of `route` if it matches `pattern` (True if the
+    pattern has none), else None."""
+    want, got = pattern.split("/"), route.split("/")
+    if len(want) != len(got):
+        return None
+    found = True
+    for w, g in zip(want, got):
+        if w == "{id}":
+            if not g:
+                return None
+            found = g
+        elif w != g:
+            return None
+    return found
+
+
+def _priority(pattern):
+    # chi tries a static segment before a parameter at each level.
+    return tuple(seg == "{id}" for seg in pattern.split("/"))
 
 
 class Forge:
@@ -182,9 +355,10 @@ class Forge:
                  nonadmin_token=None, reg_token=DEFAULT_REG_TOKEN,
                  runners=None, unix_socket=None, tls=False, port=0,
                  scopeless_token=None, log_path=None, host="127.0.0.1"):
-        if flavour not in FLAVOURS:
+        if ALIASES.get(flavour, flavour) not in FLAVOURS:
             raise ValueError("unknown flavour %r" % (flavour,))
         self.flavour = flavour
+        self.family, self._routes = FLAVOURS[ALIASES.get(flavour, flavour)]
         self.admin_token = admin_token
         self.nonadmin_token = nonadmin_token
         self.scopeless_token = scopeless_token
@@ -198,6 +372,8 @@ class Forge:
         self.host = host  # a loopback address; 127.0.0.2 is not in the certificate
 
         self._lock = threading.Lock()
+        self._data = threading.RLock()   # runners, reg_token, _next_id
+        self._next_id = 1
         self._scripts = {kind: collections.deque() for kind in SCRIPT_KINDS}
         self._connections = 0
         self._fds = {}               # connection serial -> socket fd
@@ -207,6 +383,8 @@ class Forge:
         self._serving = False
         self._started = False
         self._stopped = False
+        self._down = False
+        self._reserved = None        # the port, bound but not listening
         self._bound_unix = False
         self._server = None
         self._thread = None
@@ -226,6 +404,11 @@ class Forge:
         """Number of connections accepted so far."""
         with self._lock:
             return self._connections
+
+    @property
+    def is_up(self):
+        """Started, not stopped and not down (a delayed start counts as up)."""
+        return self._started and not self._stopped and not self._down
 
     def script(self, kind, *responses):
         """Queue responses to serve, in order, to requests of `kind`."""
@@ -254,10 +437,7 @@ class Forge:
         """
         if self._started or self._stopped:
             raise RuntimeError("a forge starts once")
-        if self.unix_socket:
-            self._server = _UnixServer(self, self.unix_socket)
-        else:
-            self._server = _TCPServer(self, (self.host, self.port))
+        self._server = self._new_server()
         try:
             if self.unix_socket and not delay:
                 self._bind_unix()
@@ -269,7 +449,7 @@ class Forge:
                 self._server.server_bind()
                 self.port = self._server.server_address[1]
                 if not delay:
-                    self._server.server_activate()
+                    self._activate_tcp()
         except BaseException:
             self._server.server_close()
             raise
@@ -286,22 +466,64 @@ class Forge:
                 self._stopped = True
                 return
             self._stopped = True
-            self._stopping.set()
-            serving = self._serving
-        if serving:
-            self._server.shutdown()
-        with self._lock:
-            # Under the lock: a connection leaves _fds before its fd closes.
-            for fd in self._fds.values():
-                _drop(fd)
-        self._server.server_close()
+        self._halt(timeout)
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
         if self._bound_unix:
             _remove_socket_file(self.unix_socket)
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            threads = list(self._threads)
-        for thread in [self._thread] + threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def down(self, timeout=2.0):
+        """The forge goes away, its state kept; returns self.
+
+        Every connection is dropped and new ones are refused (the TCP port
+        stays bound without listening, so nothing else gets it; a Unix
+        socket file stays behind, stale). register() raises and
+        runner_works() says "forge down" until up().
+        """
+        with self._state_lock:
+            if not self._started or self._stopped:
+                raise RuntimeError("down() needs a started forge")
+            if self._down:
+                return self
+            self._down = True
+        self._halt(timeout)
+        if not self.unix_socket:
+            self._reserved = socket.socket(self._server.address_family,
+                                           socket.SOCK_STREAM)
+            # The dropped connections sit in TIME_WAIT on this port.
+            self._reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR,
+                                      1)
+            self._reserved.bind((self.host, self.port))
+        return self
+
+    def up(self):
+        """The forge comes back on the same port or socket; returns self."""
+        with self._state_lock:
+            if self._stopped or not self._started:
+                raise RuntimeError("up() needs a started forge")
+            if not self._down:
+                return self
+            self._stopping = threading.Event()
+            self._server = self._new_server()
+            try:
+                if self.unix_socket:
+                    self._bind_unix()
+                else:
+                    self._server.socket.close()
+                    self._server.socket = self._reserved
+                    self._reserved = None
+                    self._server.server_address = \
+                        self._server.socket.getsockname()
+                    self._activate_tcp()
+            except BaseException:
+                self._server.server_close()
+                raise
+            self._down = False
+            self._thread = threading.Thread(target=self._serve, args=(0,),
+                                            name="forge", daemon=True)
+            self._thread.start()
+        return self
 
     def __enter__(self):
         if not self._started:
@@ -310,6 +532,122 @@ class Forge:
 
     def __exit__(self, *exc):
         self.stop()
+
+    # -- state -------------------------------------------------------------
+
+    def reset_token(self):
+        """An admin resets the registration token; returns the new one."""
+        with self._data:
+            self.reg_token = new_token()
+            return self.reg_token
+
+    def wipe(self):
+        """The forge is set up again from nothing: no runners, ids from 1,
+        a new registration token (returned)."""
+        with self._data:
+            self.runners.clear()
+            self._next_id = 1
+            return self.reset_token()
+
+    def register(self, token, name, labels=(), address=None,
+                 ephemeral=False):
+        """Register a runner as the runner's `register` command does.
+
+        Returns the `.runner` content; raises RegisterError when the forge
+        is down or `token` is not the current registration token.
+        """
+        if not self.is_up:
+            raise RegisterError("forge down: cannot reach %s" % self.url)
+        with self._data:
+            if (not token or token == "placeholder"
+                    or token != self.reg_token):
+                raise RegisterError("runner registration token not found")
+            runner_id, record = self._create(name, labels,
+                                             ephemeral=ephemeral)
+        registration = {
+            "WARNING": RUNNER_WARNING,
+            "id": runner_id,
+            "uuid": record.uuid,
+            "name": record.name,
+            "token": record.token,
+            "address": self.url if address is None else address,
+            "labels": list(record.labels),
+        }
+        if self.family == "gitea":
+            registration["ephemeral"] = bool(ephemeral)
+        return registration
+
+    def runner_works(self, runner):
+        """(True, "ok") if a daemon with this `.runner` content (a dict)
+        would be accepted by the forge, else (False, reason)."""
+        if not self.is_up:
+            return False, "forge down"
+        if not isinstance(runner, dict):
+            return False, "bad .runner (not a JSON object)"
+        runner_id = runner.get("id")
+        if isinstance(runner_id, bool) or not isinstance(runner_id, int):
+            return False, "bad .runner (no integer id)"
+        with self._data:
+            key = self._key(runner_id)
+            if key is None:
+                return False, "unregistered runner (no runner %d)" % runner_id
+            record = self.runners[key]
+            if not isinstance(record, Runner) or record.token is None:
+                return False, ("unregistered runner (runner %d was not "
+                               "registered by a runner)" % runner_id)
+            if record.uuid != runner.get("uuid"):
+                return False, ("unregistered runner (runner %d has another "
+                               "uuid)" % runner_id)
+            if not secrets.compare_digest(_encode(record.token),
+                                          _encode(str(runner.get("token")))):
+                return False, ("unregistered runner (runner %d has another "
+                               "token)" % runner_id)
+        return True, "ok"
+
+    def record(self, runner_id):
+        """The Runner with this id, or None (an entry given as a uuid or a
+        dict is converted to a Runner in place)."""
+        with self._data:
+            key = self._key(runner_id)
+            if key is None:
+                return None
+            value = self.runners[key]
+            if not isinstance(value, Runner):
+                value = self.runners[key] = _as_runner(runner_id, value)
+            return value
+
+    def set_status(self, runner_id, status):
+        """Set a runner's status: offline, idle, active, online or busy."""
+        if status not in STATUSES:
+            raise ValueError("unknown status %r" % (status,))
+        with self._data:
+            record = self.record(runner_id)
+            if record is None:
+                raise KeyError(runner_id)
+            record.status = STATUSES[status]
+            record.fields.pop("status", None)
+            record.fields.pop("busy", None)
+
+    def status(self, runner_id):
+        """"offline", "idle" or "active"; None if there is no such runner."""
+        with self._data:
+            key = self._key(runner_id)
+            if key is None:
+                return None
+            return _as_runner(runner_id, self.runners[key]).status
+
+    def ghosts(self, current_id=None, name=None):
+        """Ids of offline runners other than `current_id` (named `name`, if
+        given), in order."""
+        with self._data:
+            found = []
+            for key, value in self.runners.items():
+                runner_id = _parse_id(str(key))
+                runner = _as_runner(runner_id, value)
+                if (str(key) != str(current_id) and runner.status == "offline"
+                        and (name is None or runner.name == name)):
+                    found.append(runner_id)
+            return sorted(found)
 
     # -- serving ---------------------------------------------------------
 
@@ -320,6 +658,19 @@ class Forge:
         context.set_alpn_protocols(["http/1.1"])
         return context
 
+    def _new_server(self):
+        if self.unix_socket:
+            return _UnixServer(self, self.unix_socket)
+        return _TCPServer(self, (self.host, self.port))
+
+    def _activate_tcp(self):
+        # Listening now: nobody can bind the port beside us any more. The
+        # accepted connections inherit SO_REUSEADDR, which lets down() bind
+        # the port again while they sit in TIME_WAIT.
+        self._server.socket.setsockopt(socket.SOL_SOCKET,
+                                       socket.SO_REUSEADDR, 1)
+        self._server.server_activate()
+
     def _bind_unix(self):
         _remove_socket_file(self.unix_socket)
         self._server.server_bind()
@@ -327,21 +678,41 @@ class Forge:
         self._server.server_activate()
 
     def _serve(self, delay):
-        if delay and self._stopping.wait(delay):
+        stopping = self._stopping
+        if delay and stopping.wait(delay):
             return
         with self._state_lock:
-            if self._stopping.is_set():
+            if stopping.is_set():
                 return
             try:
                 if self.unix_socket and not self._bound_unix:
                     self._bind_unix()
                 elif delay:
-                    self._server.server_activate()
+                    self._activate_tcp()
             except OSError as e:
                 sys.stderr.write("forge: cannot listen: %s\n" % e)
                 return
             self._serving = True
         self._server.serve_forever(poll_interval=0.05)
+
+    def _halt(self, timeout):
+        """Stop listening, drop every connection, join the threads."""
+        with self._state_lock:
+            self._stopping.set()
+            serving, self._serving = self._serving, False
+        if serving:
+            self._server.shutdown()
+        with self._lock:
+            # Under the lock: a connection leaves _fds before its fd closes.
+            for fd in self._fds.values():
+                _drop(fd)
+        self._server.server_close()
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._threads)
+        for thread in [self._thread] + threads:
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _connection_opened(self, sock):
         with self._lock:
@@ -414,28 +785,108 @@ class Forge:
             message, status = "user does not exist [uid: 0, name: ]", 401
         return status, {"message": message, "url": self._swagger_url()}
 
-    def _route(self, path):
-        """("token", None), ("lookup", runner id) or (None, None)."""
-        if not path.startswith(API_PREFIX + "/"):
-            return None, None
-        route = path[len(API_PREFIX):]
-        token_routes, lookup_prefixes = FLAVOURS[self.flavour]
-        if route in token_routes:
-            return "token", None
-        for prefix in lookup_prefixes:
-            segment = route[len(prefix):]
-            if route.startswith(prefix) and segment and "/" not in segment:
-                return "lookup", _parse_id(segment)
-        return None, None
+    def _route(self, method, path):
+        """(kind, runner id or None, allowed methods or None).
 
-    def _lookup(self, runner_id):
-        """(status, body) of a runner lookup."""
-        for key, uuid in list(self.runners.items()):
+        kind None with allowed None: no route has this path (plain 404);
+        kind None with a list: the path exists for those methods only (405).
+        """
+        if not path.startswith(API_PREFIX + "/"):
+            return None, None, None
+        route = path[len(API_PREFIX):]
+        nodes = collections.OrderedDict()
+        for want_method, pattern, kind in self._routes:
+            found = _match(pattern, route)
+            if found is not None:
+                nodes.setdefault(pattern, []).append((want_method, kind,
+                                                      found))
+        allowed = []
+        for pattern in sorted(nodes, key=_priority):
+            for want_method, kind, found in nodes[pattern]:
+                if want_method == method:
+                    runner_id = None if found is True else _parse_id(found)
+                    return kind, runner_id, None
+                allowed.append(want_method)
+        if not allowed:
+            return None, None, None
+        return None, None, sorted(set(allowed))
+
+    def _key(self, runner_id):
+        """The key of runner `runner_id` in self.runners, or None."""
+        for key in list(self.runners):
             if str(key) == str(runner_id):
-                return 200, runner_object(runner_id, uuid)
-        return 404, {"message": "runner with id %d: resource does not exist"
-                                % runner_id,
-                     "url": self._swagger_url(), "errors": []}
+                return key
+        return None
+
+    def _not_found(self, runner_id):
+        if self.family == "gitea":
+            return 404, {"message": "Runner not found",
+                         "url": self._swagger_url(), "errors": None}
+        return 404, {"message": "runner with ID %d: resource does not exist"
+                                % runner_id, "url": self._swagger_url()}
+
+    def _object(self, runner_id, value):
+        return runner_object(runner_id, value, self.family,
+                             disabled_field=self._gitea126())
+
+    def _gitea126(self):
+        return ALIASES.get(self.flavour, self.flavour) == "gitea126"
+
+    def _create(self, name, labels, ephemeral=False, description=""):
+        """A new record with the next id; (id, Runner)."""
+        with self._data:
+            ids = [_parse_id(str(key)) for key in self.runners]
+            runner_id = max([self._next_id] + [i + 1 for i in ids])
+            self._next_id = runner_id + 1
+            record = Runner(str(uuidlib.uuid4()), name, labels,
+                            token=secrets.token_hex(20), status="offline",
+                            version="v0.2.11" if self.family == "gitea"
+                            else "v11.1.1",
+                            description=description, ephemeral=ephemeral)
+            self.runners[runner_id] = record
+            return runner_id, record
+
+    def _answer(self, kind, runner_id, body):
+        """(status, JSON value or None) of a request the flavour routes."""
+        with self._data:
+            if kind == "token":
+                return 200, {"token": self.reg_token}
+            if kind == "list":
+                objects = sorted(
+                    (self._object(_parse_id(str(key)), value)
+                     for key, value in self.runners.items()),
+                    key=lambda obj: obj.get("id", 0)
+                    if isinstance(obj.get("id"), int) else 0)
+                if self.family == "gitea":
+                    return 200, {"runners": objects,
+                                 "total_count": len(objects)}
+                return 200, objects
+            if kind == "register":
+                return self._register_route(body)
+            key = self._key(runner_id)
+            if key is None:
+                return self._not_found(runner_id)
+            if kind == "delete":
+                del self.runners[key]
+                return 204, None
+            return 200, self._object(runner_id, self.runners[key])
+
+    def _register_route(self, body):
+        """Forgejo 15's POST /admin/actions/runners {"name": ...}."""
+        try:
+            options = json.loads(body or b"null")
+        except ValueError:
+            options = None
+        name = options.get("name") if isinstance(options, dict) else None
+        if not isinstance(name, str) or not name:
+            return 422, {"message": "[Name]: Required",
+                         "url": self._swagger_url()}
+        description = options.get("description", "")
+        runner_id, record = self._create(
+            name, (), ephemeral=options.get("ephemeral") is True,
+            description=description if isinstance(description, str) else "")
+        return 201, {"id": runner_id, "uuid": record.uuid,
+                     "token": record.token}
 
 
 def _drop(fd):
@@ -471,6 +922,7 @@ class _ConnectionMixin:
 
     def __init__(self, forge, address):
         self.forge = forge
+        self.stopping = forge._stopping   # set when this server is halted
         super().__init__(address, _Handler, bind_and_activate=False)
 
     def process_request(self, request, client_address):
@@ -525,7 +977,11 @@ class _UnixServer(_ConnectionMixin, socketserver.UnixStreamServer):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """One connection: HTTP/1.1 requests, kept alive until told otherwise."""
+    """One connection: HTTP/1.1 requests, kept alive until told otherwise.
+
+    TCP_NODELAY is set by the server on every TCP connection before this
+    runs (disable_nagle_algorithm would fail on a Unix socket).
+    """
 
     protocol_version = "HTTP/1.1"
     server_version = "forge.py"
@@ -533,6 +989,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def __init__(self, request, client_address, server, serial):
         self.forge = server.forge
+        self.stopping = server.stopping
         self.serial = serial
         self.reset_connection = False
         super().__init__(request, client_address, server)
@@ -553,7 +1010,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         record = self.forge._record(self.command, path, query, self.headers,
                                     self.serial)
-        self._discard_body()
+        body = self._read_body()
 
         scripted = self.forge._next_scripted("any")
         if scripted is not None:
@@ -563,44 +1020,48 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if denied is not None:
             return self._send_json(record, *denied)
 
-        kind, runner_id = self.forge._route(path)
-        if kind is None:
+        kind, runner_id, allowed = self.forge._route(self.command, path)
+        if kind is None and allowed is None:
             # The router's default handler (Go's http.NotFound).
             return self._send(record, 404, b"404 page not found\n",
                               {"Content-Type": TEXT_TYPE,
                                "X-Content-Type-Options": "nosniff"})
-        if self.command != "GET":
-            return self._send(record, 405, b"", {"Allow": "GET"})
+        if kind is None:
+            return self._send(record, 405, b"", {"Allow": ", ".join(allowed)})
 
         scripted = self.forge._next_scripted(kind)
         if scripted is not None:
             return self._send_scripted(record, scripted)
-        if kind == "token":
-            return self._send_json(record, 200,
-                                   {"token": self.forge.reg_token})
-        return self._send_json(record, *self.forge._lookup(runner_id))
+        status, value = self.forge._answer(kind, runner_id, body)
+        if value is None:
+            return self._send(record, status, b"", {})
+        return self._send_json(record, status, value)
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
 
     # -- plumbing --------------------------------------------------------
 
-    def _discard_body(self):
+    def _read_body(self):
+        """The request body (bytes; None if unusable, and the connection
+        closes after the answer)."""
         if "Transfer-Encoding" in self.headers:
             self.close_connection = True
-            return
+            return None
         length = self.headers.get("Content-Length")
         if length is None:
-            return
+            return b""
         if not length.isdigit() or int(length) > self.max_body:
             self.close_connection = True
-            return
-        remaining = int(length)
+            return None
+        remaining, parts = int(length), []
         while remaining:
             data = self.rfile.read(min(remaining, 65536))
             if not data:
                 self.close_connection = True
-                return
+                return None
+            parts.append(data)
             remaining -= len(data)
+        return b"".join(parts)
 
     def _finish(self, record, status, note=""):
         """Note the outcome in f.requests and in the log."""
@@ -615,7 +1076,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         names = {name.lower() for name in headers}
         for name, value in headers.items():
             self.send_header(name, str(value))
-        if not names & {"content-length", "transfer-encoding"}:
+        # Go sends no Content-Length with a 204 (RFC 9110 forbids it).
+        if not names & {"content-length", "transfer-encoding"} \
+                and status not in (204, 304):
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
@@ -627,7 +1090,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _send_scripted(self, record, response):
         delay = response.get("delay", 0)
-        if delay and self.forge._stopping.wait(delay):
+        if delay and self.stopping.wait(delay):
             self.close_connection = True
             return self._finish(record, None, "(stopped)")
         mode = response.get("mode")
@@ -660,7 +1123,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Read what comes, never answer, until the peer or stop() ends it."""
         self.close_connection = True
         self._finish(record, None, "(hang)")
-        while not self.forge._stopping.is_set():
+        while not self.stopping.is_set():
             try:
                 if not self.connection.recv(65536):
                     return
@@ -686,12 +1149,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         try:
             data = first
-            while not self.forge._stopping.is_set():
+            while not self.stopping.is_set():
                 if data:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 data = chunk
                 if interval:
-                    self.forge._stopping.wait(interval)
+                    self.stopping.wait(interval)
         except OSError:
             pass
 
@@ -714,13 +1177,18 @@ def _write_atomically(path, text):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description="Serve a fake Forgejo admin API until SIGTERM/SIGINT.")
-    parser.add_argument("--flavour", choices=sorted(FLAVOURS),
-                        default="design", help="which routes the forge has")
+        description="Serve a fake Forgejo or Gitea admin API until "
+        "SIGTERM/SIGINT. SIGUSR1 takes it down (connections refused, state "
+        "kept), SIGUSR2 brings it up again on the same port.")
+    parser.add_argument("--flavour", choices=sorted(set(FLAVOURS) | set(ALIASES)),
+                        default="design",
+                        help="which forge (and so which routes) to play: "
+                        "%s; aliases v7 = forgejo11, f15 = forgejo15"
+                        % ", ".join(FLAVOURS))
     parser.add_argument("--admin-token-file", required=True, metavar="PATH",
                         help="file holding the site-admin token")
     parser.add_argument("--reg-token", default=DEFAULT_REG_TOKEN, metavar="T",
-                        help="registration token to hand out")
+                        help="registration token to hand out until reset")
     parser.add_argument("--runner", action="append", default=[],
                         type=_runner_arg, metavar="ID:UUID",
                         help="a runner the forge knows (repeatable)")
@@ -748,6 +1216,9 @@ def main(argv=None):
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())
+    wanted = collections.deque()     # "down" / "up", acted on by the loop
+    signal.signal(signal.SIGUSR1, lambda *_: wanted.append("down"))
+    signal.signal(signal.SIGUSR2, lambda *_: wanted.append("up"))
 
     forge = Forge(flavour=args.flavour, admin_token=admin_token,
                   reg_token=args.reg_token, runners=dict(args.runner),
@@ -764,8 +1235,12 @@ def main(argv=None):
     sys.stderr.write("forge: listening on %s (flavour %s)\n"
                      % (where, args.flavour))
     sys.stderr.flush()
-    while not done.wait(0.2):
-        pass
+    while not done.wait(0.05):
+        while wanted:
+            change = wanted.popleft()
+            getattr(forge, change)()
+            sys.stderr.write("forge: %s\n" % change)
+            sys.stderr.flush()
     forge.stop()
     return 0
 

@@ -134,11 +134,12 @@ def flavour_routes():
                                     "description", "ephemeral"}, got
                 assert all(isinstance(x, str) for x in got["labels"]), got
                 url = f.url + "/api/swagger"
-                check_json(*request(f, V1 + lookup + "7"), 404, {
-                    "message": "runner with id 7: resource does not exist",
-                    "url": url, "errors": []})
-                check_json(*request(f, V1 + lookup + "abc"), 404,
-                           {"errors": []})
+                got = check_json(*request(f, V1 + lookup + "7"), 404, {
+                    "message": "runner with ID 7: resource does not exist",
+                    "url": url})
+                assert set(got) == {"message", "url"}, got
+                check_json(*request(f, V1 + lookup + "abc"), 404, {
+                    "message": "runner with ID 0: resource does not exist"})
                 check_plain_404(*request(f, V1 + lookup + "1/extra"))
 
 
