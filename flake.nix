@@ -18,9 +18,62 @@
         default = (pkgsFor system).callPackage ./nix/package.nix { };
       });
 
-      # The package runs its test suite (make check) in doCheck.
       checks = forAllSystems (system: {
+        # The package runs its test suite (make check) in doCheck.
         default = self.packages.${system}.default;
+
+        # The module inside a real NixOS: a host with the forge and the CI
+        # container declared. nix/check-module.nix lists what is wrong with
+        # the generated units (ordering, ExecStart=, the runner reading the
+        # token file); any failure stops the evaluation of this check, so
+        # `nix flake check` (even with --no-build) reports it.
+        module =
+          let
+            inherit (nixpkgs) lib;
+            output = "/run/hive-ci/runner-token";
+            host = lib.nixosSystem {
+              modules = [
+                self.nixosModules.default
+                {
+                  nixpkgs.hostPlatform = system;
+                  system.stateVersion = "25.11";
+                  boot.loader.grub.enable = false;
+                  fileSystems."/".device = "none";
+                  services.forgejo.enable = true;
+                  services.hive-ci-prefetch.enable = true;
+                  containers.hive-ci = {
+                    autoStart = true;
+                    bindMounts.${output} = {
+                      hostPath = output;
+                      isReadOnly = true;
+                    };
+                    config = {
+                      system.stateVersion = "25.11";
+                      services.gitea-actions-runner.instances.hive = {
+                        enable = true;
+                        name = "hive";
+                        url = "http://127.0.0.1:3000";
+                        tokenFile = output;
+                        labels = [ "native:host" ];
+                      };
+                    };
+                  };
+                }
+              ];
+            };
+            failures = import ./nix/check-module.nix {
+              inherit lib;
+              inherit (host) config;
+              runnerUnitText = host.config.containers.hive-ci.config.systemd.units."gitea-runner-hive.service".text;
+            };
+            ownAssertions = map (a: a.message) (
+              lib.filter (a: !a.assertion && lib.hasInfix "hive-ci-prefetch" a.message) host.config.assertions
+            );
+          in
+          assert lib.assertMsg (failures ++ ownAssertions == [ ]) (
+            "services.hive-ci-prefetch in a NixOS host: " + lib.concatStringsSep "; " (failures ++ ownAssertions)
+          );
+          (pkgsFor system).runCommand "hive-ci-prefetch-module-eval" { } "touch $out";
       });
 
       apps = forAllSystems (system: {
@@ -60,6 +113,10 @@
       # (pkgs.callPackage ./nix/package.nix { }); set
       # services.hive-ci-prefetch.package = self.packages.<system>.default
       # to use this flake's pinned nixpkgs instead.
-      nixosModules.default = ./nix/module.nix;
+      # A module value, not a bare path: newer Nix wants one here, and
+      # imports keeps error locations pointing into nix/module.nix.
+      nixosModules.default = {
+        imports = [ ./nix/module.nix ];
+      };
     };
 }

@@ -1,8 +1,10 @@
 # services.hive-ci-prefetch: before the CI runner's nixos-container starts,
 # check that its .runner is still registered at the forge and write the
-# runner's token file (TOKEN=<registration token> or TOKEN=placeholder).
+# runner's token file (the current registration token, else the remembered
+# one, else a placeholder; TOKEN=<value> or the raw value, see tokenFormat).
 {
   config,
+  options,
   lib,
   pkgs,
   utils,
@@ -13,6 +15,22 @@ let
   inherit (lib) mkOption types;
 
   cfg = config.services.hive-ci-prefetch;
+
+  # Paths that end up in ExecStart=, ReadWritePaths=, RequiresMountsFor= or a
+  # tmpfiles rule: absolute, normalized, and free of what systemd would read
+  # as a separator, a quote, an escape or a % specifier there. A string, not
+  # a Nix path: a path literal would copy the file into the world-readable
+  # Nix store.
+  absolutePath =
+    types.addCheck (types.strMatching "(/[^/[:space:][:cntrl:]\"'\\\\%]+)+") (
+      p:
+      !lib.any (c: c == "." || c == "..") (lib.splitString "/" p)
+    )
+    // {
+      description = "absolute path (normalized; no whitespace, quotes, backslashes or %)";
+    };
+
+  stateOn = cfg.stateFile != null && cfg.stateFile != "";
 
   # nixos-containers defines containers.<name> as the unit
   # container@<name>.service. (Issue text says nixos-container@<name>.service;
@@ -27,12 +45,68 @@ let
     else
       "/var/lib/containers";
 
-  # An output under /run/ becomes the unit's RuntimeDirectory=: systemd
-  # creates it (root, 0700) before the tool runs and makes it writable in the
-  # sandbox. RuntimeDirectoryPreserve= keeps it when this unit stops, because
-  # the container bind-mounts the file and must find it on its next start.
+  # The directories the tool writes files in (output; state file), each
+  # created root 0700 before the tool runs and writable in its sandbox:
+  # - under /run/: RuntimeDirectory=. RuntimeDirectoryPreserve= keeps it when
+  #   this unit stops, because the container bind-mounts the file and must
+  #   find it on its next start;
+  # - under /var/lib/hive-ci-prefetch: StateDirectory=;
+  # - anywhere else: a systemd-tmpfiles rule and ReadWritePaths= (without
+  #   "-": a directory that is missing fails the unit loudly).
+  # systemd chmods/chowns an existing directory of each kind, so none may be
+  # a directory other programs use (see the assertions).
   outputDir = dirOf cfg.output;
-  outputInRun = lib.hasPrefix "/run/" outputDir;
+  stateDir = dirOf cfg.stateFile;
+  dirs = lib.unique ([ outputDir ] ++ lib.optional stateOn stateDir);
+  stateRoot = "/var/lib/hive-ci-prefetch";
+  inRun = d: lib.hasPrefix "/run/" d;
+  inStateRoot = d: d == stateRoot || lib.hasPrefix "${stateRoot}/" d;
+  runtimeDirs = map (lib.removePrefix "/run/") (lib.filter inRun dirs);
+  stateDirs = map (lib.removePrefix "/var/lib/") (lib.filter inStateRoot dirs);
+  otherDirs = lib.filter (d: !inRun d && !inStateRoot d) dirs;
+  writtenFiles = [
+    {
+      name = "output";
+      file = cfg.output;
+    }
+  ]
+  ++ lib.optional stateOn {
+    name = "stateFile";
+    file = cfg.stateFile;
+  };
+
+  # Directories that are not this tool's to make writable or to chmod 0700.
+  sharedDir =
+    d:
+    builtins.length (lib.splitString "/" d) <= 2 # "/" and /run, /var, /etc, ...
+    || lib.elem d [
+      "/var/lib"
+      "/var/cache"
+      "/var/log"
+      "/var/tmp"
+      "/var/spool"
+      "/run/user"
+      "/run/systemd"
+      "/run/lock"
+      "/run/credentials"
+      "/run/wrappers"
+      "/nix/store"
+      "/nix/var"
+    ];
+
+  # A real NixOS always has systemd.tmpfiles; the offline evaluation kit of
+  # the tests (../shared/nix-eval) does not, and defining an undeclared
+  # option fails even under mkIf false. The warning below makes the
+  # difference visible instead of silent.
+  haveTmpfiles = options.systemd ? tmpfiles;
+
+  # Forges on this host whose unit should be up first ("after" only: the
+  # tool waits for the forge and its admin token up to retryTimeout, and
+  # the container must still start when the forge is down). `or false`:
+  # evaluates on systems that lack the option (the offline kit).
+  forgeUnits =
+    lib.optional (config.services.forgejo.enable or false) "forgejo.service"
+    ++ lib.optional (config.services.gitea.enable or false) "gitea.service";
 
   args = [
     (lib.getExe cfg.package)
@@ -42,7 +116,13 @@ let
     "--runner-file=${cfg.runnerFile}"
     "--output=${cfg.output}"
     "--retry-timeout=${toString cfg.retryTimeout}"
+    # Always given: the module's default differs from the binary's (it
+    # follows containerName), and "" turns the memory off.
+    "--state-file=${if stateOn then cfg.stateFile else ""}"
+    "--token-format=${cfg.tokenFormat}"
   ]
+  ++ lib.optional cfg.placeholderOnKeep "--placeholder-on-keep"
+  ++ lib.optional (!cfg.cleanup) "--no-cleanup"
   ++ lib.optional (cfg.unixSocket != null) "--unix-socket=${cfg.unixSocket}"
   ++ lib.optional (cfg.caFile != null) "--ca-file=${cfg.caFile}"
   ++ cfg.extraArgs;
@@ -65,7 +145,7 @@ let
     # is one). The root itself lives in a host directory, so this grants only
     # what the container's own root already controls. "-": on first boot the
     # root does not exist yet.
-    ReadWritePaths = [ "-${cfg.containerRoot}" ] ++ lib.optional (!outputInRun) "-${outputDir}";
+    ReadWritePaths = [ "-${cfg.containerRoot}" ] ++ otherDirs;
     ProtectHome = true;
     PrivateTmp = true;
     PrivateDevices = true;
@@ -138,13 +218,14 @@ in
     coreTokenFile = mkOption {
       # A string, not a path: a path literal here would copy the secret into
       # the world-readable Nix store.
-      type = types.str;
+      type = absolutePath;
       default = "/var/lib/hyperhive/forge-core-token";
       description = "File holding the forge's site-admin API token.";
     };
 
     containerName = mkOption {
-      type = types.str;
+      # A nixos-container name; it also names units and the state file.
+      type = types.strMatching "[A-Za-z0-9][A-Za-z0-9_-]*";
       default = "hive-ci";
       description = ''
         Name of the nixos-container (`containers.<name>`) that runs the
@@ -153,7 +234,7 @@ in
     };
 
     containerRoot = mkOption {
-      type = types.str;
+      type = absolutePath;
       default = "${containerStateDir}/${cfg.containerName}";
       defaultText = lib.literalMD ''
         `/var/lib/nixos-containers/<containerName>`
@@ -165,7 +246,7 @@ in
     };
 
     runnerFile = mkOption {
-      type = types.str;
+      type = absolutePath;
       default = "/var/lib/gitea-runner/hive/.runner";
       description = ''
         Path of the runner's `.runner` file as seen inside the container.
@@ -174,11 +255,58 @@ in
     };
 
     output = mkOption {
-      type = types.str;
+      type = absolutePath;
       default = "/run/hive-ci/runner-token";
       description = ''
         Token file to write. Bind-mount it read-only into the container and
-        use it as the runner's `tokenFile`.
+        use it as the runner's `tokenFile`. Its directory is the tool's own:
+        created root 0700 (`RuntimeDirectory=` under /run, else a
+        systemd-tmpfiles rule) and writable in the unit's sandbox.
+      '';
+    };
+
+    stateFile = mkOption {
+      type = types.nullOr (types.either (types.enum [ "" ]) absolutePath);
+      default = "${stateRoot}/${cfg.containerName}.json";
+      defaultText = lib.literalExpression ''"/var/lib/hive-ci-prefetch/''${containerName}.json"'';
+      description = ''
+        What the host remembers across boots (the last token written, the
+        runner the forge confirmed, superseded runners to clean up); JSON,
+        root only. Under /var/lib/hive-ci-prefetch it is the unit's
+        `StateDirectory=` (mode 0700). `null` or `""` turns the memory off.
+      '';
+    };
+
+    tokenFormat = mkOption {
+      type = types.enum [
+        "env"
+        "raw"
+      ];
+      default = "env";
+      description = ''
+        How the token file holds the token: `env` writes `TOKEN=<value>`,
+        for runner modules that read {option}`tokenFile` as an
+        `EnvironmentFile=`; `raw` writes the bare value, which newer
+        nixpkgs runner modules (`LoadCredential=`) prefer.
+      '';
+    };
+
+    placeholderOnKeep = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Write the placeholder instead of the current token when the runner
+        is still registered (the original design). Breaks nixpkgs' runner
+        module since May 2026, which re-registers when the token changes.
+      '';
+    };
+
+    cleanup = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Delete superseded, offline registrations of this host's runner from
+        the forge. `false` passes `--no-cleanup`.
       '';
     };
 
@@ -196,46 +324,69 @@ in
     };
   };
 
-  config = lib.mkIf cfg.enable {
-    systemd.services.hive-ci-prefetch = {
-      description = "Check the ${cfg.containerName} CI runner's registration and fetch its token";
+  config = lib.mkIf cfg.enable (
+    lib.mkMerge [
+      {
+        assertions = map (
+          { name, file }:
+          {
+            assertion = !sharedDir (dirOf file);
+            message = "services.hive-ci-prefetch.${name} = \"${file}\": its directory ${dirOf file} would be made writable for the unit and created or chmodded root 0700; give the file a directory of its own (e.g. /run/hive-ci/runner-token, /var/lib/hive-ci-prefetch/hive-ci.json).";
+          }
+        ) writtenFiles;
 
-      # The container only wants this unit: if the check fails the container
-      # still starts, and the placeholder token makes that safe.
-      wantedBy = [ containerUnit ];
-      before = [ containerUnit ];
-      # RemainAfterExit keeps this unit active, so without PartOf a restart
-      # of the container would not run the check again.
-      partOf = [ containerUnit ];
-      # forgejo.service: a forge on this host should be up first. After= on a
-      # unit that does not exist is a no-op, and the tool retries for
-      # retryTimeout anyway, so this needs no option.
-      after = [
-        "network.target"
-        "forgejo.service"
-      ];
-      # Only meaningful before the container starts: a rerun while it runs
-      # would race the runner writing .runner, and the container's file bind
-      # mount would not see a replaced token file anyway.
-      restartIfChanged = false;
+        warnings = lib.optional (otherDirs != [ ] && !haveTmpfiles) "services.hive-ci-prefetch: this system has no systemd.tmpfiles; ${lib.concatStringsSep ", " otherDirs} will not be created.";
 
-      unitConfig.RequiresMountsFor = [ cfg.containerRoot ];
+        systemd.services.hive-ci-prefetch = {
+          description = "Check the ${cfg.containerName} CI runner's registration and fetch its token";
+          documentation = [ "man:hive-ci-prefetch(8)" ];
 
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        # Not lib.escapeShellArgs: systemd also expands % specifiers and $VAR
-        # in ExecStart=, which this escapes (a URL may well contain %).
-        ExecStart = utils.escapeSystemdExecArgs args;
+          # The container only wants this unit: if the check fails the
+          # container still starts, and the placeholder token makes that safe.
+          wantedBy = [ containerUnit ];
+          before = [ containerUnit ];
+          # RemainAfterExit keeps this unit active, so without PartOf a
+          # restart of the container would not run the check again.
+          partOf = [ containerUnit ];
+          after = [ "network.target" ] ++ forgeUnits;
+          # Only meaningful before the container starts: a rerun while it
+          # runs would race the runner writing .runner, and the container's
+          # file bind mount would not see a replaced token file anyway.
+          restartIfChanged = false;
+
+          unitConfig.RequiresMountsFor = [ cfg.containerRoot ];
+
+          serviceConfig = {
+            Type = "oneshot";
+            RemainAfterExit = true;
+            # Not lib.escapeShellArgs: systemd also expands % specifiers and
+            # $VAR in ExecStart=, which this escapes (a URL may well hold %).
+            ExecStart = utils.escapeSystemdExecArgs args;
+          }
+          // lib.optionalAttrs (runtimeDirs != [ ]) {
+            RuntimeDirectory = runtimeDirs;
+            # Root only. Fine while the container shares the host's uids
+            # (privateUsers = "no", the default).
+            RuntimeDirectoryMode = "0700";
+            RuntimeDirectoryPreserve = true;
+          }
+          // lib.optionalAttrs (stateDirs != [ ]) {
+            StateDirectory = stateDirs;
+            StateDirectoryMode = "0700";
+          }
+          // sandbox;
+        };
       }
-      // lib.optionalAttrs outputInRun {
-        RuntimeDirectory = lib.removePrefix "/run/" outputDir;
-        # Root only. Fine while the container shares the host's uids
-        # (privateUsers = "no", the default).
-        RuntimeDirectoryMode = "0700";
-        RuntimeDirectoryPreserve = true;
-      }
-      // sandbox;
-    };
-  };
+
+      (lib.optionalAttrs haveTmpfiles {
+        systemd.tmpfiles.settings.hive-ci-prefetch = lib.genAttrs otherDirs (_: {
+          d = {
+            mode = "0700";
+            user = "root";
+            group = "root";
+          };
+        });
+      })
+    ]
+  );
 }

@@ -12,19 +12,42 @@ stdenv.mkDerivation {
   pname = "hive-ci-prefetch";
   version = lib.fileContents ../VERSION;
 
-  # The repository minus its Nix files, so that editing them does not
-  # rebuild (and re-test) the program. cleanSource also drops .git, object
-  # files and result symlinks left by a local build.
-  src = lib.fileset.toSource {
-    root = ../.;
-    fileset = lib.fileset.difference (lib.fileset.fromSource (lib.cleanSource ../.)) (
-      lib.fileset.unions [
-        ../flake.nix
-        (lib.fileset.maybeMissing ../flake.lock)
-        ./.
-      ]
-    );
-  };
+  # Only what the build and `make check` read, named explicitly: no build
+  # product of a working tree (build/, the binary, objects, __pycache__,
+  # result links, fuzzer crash files, whatever a future rule leaves behind)
+  # can reach the sandbox, where its fresh mtime would make make skip the
+  # real build. Files of other kinds (Nix files, docs, CI, bench) stay out
+  # too, so editing them does not rebuild the program. Builds from the
+  # flake and from a working tree (the module's default) get the same tree.
+  src =
+    let
+      fs = lib.fileset;
+      withExt = exts: dir: fs.fileFilter (file: lib.any file.hasExt exts) dir;
+    in
+    fs.toSource {
+      root = ../.;
+      fileset = fs.unions [
+        ../Makefile
+        ../VERSION
+        ../LICENSE
+        ../README.md # tests/test_docs.py compares it with --help
+        ../man/hive-ci-prefetch.8
+        (withExt [ "c" ] ../src)
+        (withExt [ "h" ] ../include)
+        (withExt [
+          "py"
+          "sh"
+        ] ../tests)
+        (withExt [ "c" ] ../tests/unit)
+        (withExt [ "c" ] ../tests/fuzz)
+        ../tests/fuzz/corpus
+        (withExt [
+          "crt"
+          "key"
+          "sh"
+        ] ../tests/tls)
+      ];
+    };
 
   strictDeps = true;
 
