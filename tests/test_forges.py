@@ -14,49 +14,65 @@ TOKEN_LINE = "TOKEN=%s\n" % REG
 DESIGN_LOOKUP, ACTIONS_LOOKUP = "/api/v1/admin/runners/1", "/api/v1/admin/actions/runners/1"
 DESIGN_TOKEN = "/api/v1/admin/runners/registration-token"
 ACTIONS_TOKEN = "/api/v1/admin/actions/runners/registration-token"
+DL, AL = "GET " + DESIGN_LOOKUP, "GET " + ACTIONS_LOOKUP
+DT, AT, PT = "GET " + DESIGN_TOKEN, "GET " + ACTIONS_TOKEN, "POST " + ACTIONS_TOKEN
 
-# flavour -> (requests for a registered runner, for a deleted one, for no .runner)
+# flavour -> (requests for a registered runner, for a deleted one (None: the
+# forge cannot tell), for no .runner).  Every route is asked once: a route
+# that answered "no such route" is not asked again, and each token route
+# only when the one before is not there.
 STORIES = {
-    "design": ([DESIGN_LOOKUP, DESIGN_TOKEN], [DESIGN_LOOKUP, DESIGN_TOKEN], [DESIGN_TOKEN]),
-    "v7": ([DESIGN_LOOKUP, ACTIONS_LOOKUP, DESIGN_TOKEN], None, [DESIGN_TOKEN]),
-    "f15": ([DESIGN_LOOKUP, ACTIONS_LOOKUP, DESIGN_TOKEN],
-            [DESIGN_LOOKUP, ACTIONS_LOOKUP, DESIGN_TOKEN], [DESIGN_TOKEN]),
-    "future": ([DESIGN_LOOKUP, ACTIONS_LOOKUP, DESIGN_TOKEN, ACTIONS_TOKEN],
-               [DESIGN_LOOKUP, ACTIONS_LOOKUP, DESIGN_TOKEN, ACTIONS_TOKEN],
-               [DESIGN_TOKEN, ACTIONS_TOKEN]),
+    "design": ([DL, DT], [DL, DT], [DT]),
+    "forgejo11": ([DL, AL, DT], None, [DT]),
+    "forgejo15": ([DL, AL, DT], [DL, AL, DT], [DT]),
+    "forgejo16": ([DL, AL, DT], [DL, AL, DT], [DT]),
+    "gitea122": ([DL, AL, DT], None, [DT]),
+    "gitea124": ([DL, AL, DT], [DL, AL, DT], [DT]),
+    # 1.26: the GET token routes are gone; the actions one falls into the
+    # runner lookup and answers a JSON 404; only the POST gives a token.
+    "gitea126": ([DL, AL, DT, AT, PT], [DL, AL, DT, AT, PT], [DT, AT, PT]),
+    "future": ([DL, AL, DT, AT], [DL, AL, DT, AT], [DT, AT]),
 }
+
+
+def seen(f):
+    return ["%s %s" % (q["method"], q["path"]) for q in f.requests]
 
 
 def flavour_stories(flavour):
     kept, gone, absent = STORIES[flavour]
 
     def stories(env):
-        # A registered runner is kept, and is never re-registered.
+        # A registered runner is kept, and is never re-registered; the file
+        # gets the current token.
         env.write_runner()
-        f = env.forge(flavour, runners={1: UUID})
+        f = env.forge(flavour, runners={1: {"uuid": UUID, "name": "hive"}})
         r = env.run(f)
         expect(r, 0)
         assert env.runner_kept(), r
         env.assert_output(TOKEN_LINE)
-        assert paths_seen(f) == kept, paths_seen(f)
+        assert seen(f) == kept, seen(f)
         assert f.connections == 1, "one keep-alive connection, not %d" % f.connections
         assert_auth_header_only(f)
-        if flavour == "v7":
+        for q in f.requests:
+            if q["method"] == "POST":  # an empty body, said so
+                assert q["headers"].get("content-length") == "0", q
+        if gone is None:
             assert "forge has no runner lookup API; keeping .runner unverified" in r.stderr, r
         f.stop()
 
-        # A runner the forge no longer knows is re-registered (v7 cannot tell).
+        # A runner the forge no longer knows is re-registered (where the
+        # forge cannot tell, and the token did not change, it is kept).
         env.write_runner()
         f = env.forge(flavour, runners={})
         r = env.run(f)
         expect(r, 0)
-        if gone is None:  # the token did not change: nothing says the runner is gone
+        env.assert_output(TOKEN_LINE)
+        if gone is None:
             assert env.runner_kept()
-            env.assert_output(TOKEN_LINE)
         else:
             assert not env.runner_kept(), r
-            env.assert_output(TOKEN_LINE)
-            assert paths_seen(f) == gone, paths_seen(f)
+            assert seen(f) == gone, seen(f)
             assert f.connections == 1, f.connections
         f.stop()
 
@@ -66,7 +82,7 @@ def flavour_stories(flavour):
         r = env.run(f)
         expect(r, 0)
         env.assert_output(TOKEN_LINE)
-        assert paths_seen(f) == absent, paths_seen(f)
+        assert seen(f) == absent, seen(f)
 
     stories.__name__ = "forge_%s_keeps_reregisters_registers" % flavour
     return stories
@@ -78,7 +94,7 @@ for _flavour in STORIES:
 
 @case
 def reused_id_with_another_uuid_reregisters(env):
-    for flavour in ("design", "f15", "future"):
+    for flavour in ("design", "forgejo15", "forgejo16", "future"):
         env.write_runner(runner_id=1, uuid=UUID)
         f = env.forge(flavour, runners={1: "a-different-runner-after-a-forge-wipe"})
         r = env.run(f)
@@ -91,22 +107,67 @@ def reused_id_with_another_uuid_reregisters(env):
 
 
 @case
-def runner_file_without_uuid_is_judged_by_id(env):
-    env.write_runner('{"id": 1, "token": "RunnerOwnSecretCanary0123456789abcdef"}\n')
-    f = env.forge("f15", runners={1: "whatever"})
-    expect(env.run(f), 0)
-    assert env.runner_kept()
+def gitea_wipe_with_id_reused_by_another_name_reregisters(env):
+    for flavour in ("gitea124", "gitea126"):
+        env.write_runner(runner_id=1, uuid=UUID)  # name "hive"
+        f = env.forge(flavour)
+        f.wipe()
+        f.register(f.reg_token, "someone-else", ["other:host"])  # takes id 1
+        env.secrets.append(f.reg_token)
+        r = env.run(f)
+        expect(r, 0)
+        assert not env.runner_kept(), r
+        assert ("runner 1 on the forge is a different runner (name differs): re-registering"
+                in r.stderr), r
+        env.assert_output("TOKEN=%s\n" % f.reg_token)
+        f.stop()
 
 
 @case
-def no_token_route_at_all_exits_76_naming_both(env):
-    f = env.forge("v7")
+def gitea_runner_of_the_same_name_is_kept(env):
+    env.write_runner(runner_id=1, uuid=UUID)
+    f = env.forge("gitea124", runners={1: {"uuid": UUID, "name": "hive",
+                                           "labels": ["native:host"]}})
+    r = env.run(f, "-v")
+    expect(r, 0)
+    assert env.runner_kept(), r
+    assert "judged by id" not in r.stderr, r
+
+
+@case
+def runner_file_without_uuid_or_name_is_judged_by_id_and_says_so(env):
+    env.write_runner('{"id": 1, "token": "RunnerOwnSecretCanary0123456789abcdef"}\n')
+    for flavour in ("forgejo15", "gitea126"):
+        f = env.forge(flavour, runners={1: "whatever"})
+        r = env.run(f, "-v")
+        expect(r, 0)
+        assert env.runner_kept()
+        assert "runner 1: no uuid or name on both sides to compare; judged by id" in r.stderr, r
+        f.stop()
+
+
+@case
+def no_token_route_at_all_exits_76_naming_all_three(env):
+    f = env.forge("forgejo11")
     f.script("token", {"status": 404, "body": "404 page not found\n",
                        "headers": {"Content-Type": "text/plain; charset=utf-8"}})
     r = env.run(f)
     expect(r, 76)
-    assert DESIGN_TOKEN in r.stderr and ACTIONS_TOKEN in r.stderr, r
+    assert ("forge has none of GET /api/v1/admin/runners/registration-token, "
+            "GET /api/v1/admin/actions/runners/registration-token, "
+            "POST /api/v1/admin/actions/runners/registration-token") in r.stderr, r
+    assert seen(f) == [DT, AT, PT], seen(f)
     env.assert_output(PLACEHOLDER)
+
+
+@case
+def token_route_405_means_try_the_next(env):
+    f = env.forge("forgejo15")
+    f.script("token", {"status": 405, "headers": {"Allow": "POST"}})
+    r = env.run(f)
+    expect(r, 0)
+    env.assert_output(TOKEN_LINE)
+    assert seen(f) == [DT, AT], seen(f)
 
 
 @case
