@@ -45,9 +45,9 @@ void state_clear(struct state *s);
 /* Remembers token (valid, copied) as the last one written.  Returns 0 or -ENOMEM. */
 int state_remember_token(struct state *s, const char *token);
 
-/* Adds a superseded runner (needs an id and a uuid), unless it is listed
- * already or is the confirmed runner; the oldest entry goes beyond
- * STATE_SUPERSEDED_MAX. */
+/* Adds a superseded runner (needs an id and a uuid) unless it is listed
+ * already; the oldest entry goes beyond STATE_SUPERSEDED_MAX.  Only
+ * state_confirm takes a runner off the list. */
 void state_supersede(struct state *s, int64_t id, const char *uuid);
 
 /* Records r as the confirmed runner.  A different runner remembered as

@@ -152,14 +152,17 @@ void forge_free(struct forge *f)
 }
 
 /* Sets the method: GET, POST with an empty body (Content-Length: 0) or
- * DELETE.  Every request sets all three options, so none leaks into the
- * next request on the handle. */
+ * DELETE.  Every request sets all these options, so none leaks into the
+ * next request on the handle.  A DELETE goes on a fresh connection: libcurl
+ * silently sends a request again when a reused connection turns out to be
+ * closed, and a request that deletes is sent exactly once. */
 static void set_method(CURL *c, const char *method)
 {
-	bool post = strcmp(method, "POST") == 0;
+	bool post = strcmp(method, "POST") == 0, delete = strcmp(method, "DELETE") == 0;
 
 	curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
-	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, strcmp(method, "DELETE") == 0 ? method : NULL);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, delete ? method : NULL);
+	curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, delete ? 1L : 0L);
 	if (post) {
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
 		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);

@@ -254,8 +254,6 @@ void state_supersede(struct state *s, int64_t id, const char *uuid)
 {
 	if (id < 1 || !uuid || uuid[0] == '\0' || strlen(uuid) > RUNNER_UUID_MAX)
 		return;
-	if (id == s->confirmed.id && strcmp(uuid, s->confirmed.uuid) == 0)
-		return;
 	for (size_t i = 0; i < s->n_superseded; i++)
 		if (s->superseded[i].id == id && strcmp(s->superseded[i].uuid, uuid) == 0)
 			return;
@@ -276,12 +274,8 @@ void state_confirm(struct state *s, const struct runner_info *r)
 	if (r->name_field == FIELD_SET)
 		memcpy(now.name, r->name, sizeof(now.name));
 	if (s->confirmed.id &&
-	    (s->confirmed.id != now.id || strcmp(s->confirmed.uuid, now.uuid) != 0)) {
-		struct state_runner old = s->confirmed;
-
-		s->confirmed = now; /* so that supersede does not skip the old one as current */
-		state_supersede(s, old.id, old.uuid);
-	}
+	    (s->confirmed.id != now.id || strcmp(s->confirmed.uuid, now.uuid) != 0))
+		state_supersede(s, s->confirmed.id, s->confirmed.uuid);
 	s->confirmed = now;
 	for (size_t i = s->n_superseded; i-- > 0;)
 		if (s->superseded[i].id == now.id)

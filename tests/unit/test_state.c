@@ -64,8 +64,11 @@ static void confirming_another_runner_supersedes_the_old_one(void **unused)
 	assert_int_equal(s.n_superseded, 1);
 	assert_int_equal(s.superseded[0].id, 5);
 	assert_string_equal(s.superseded[0].uuid, "u-5");
-	/* The current runner never becomes a candidate. */
+	/* Discarded or unconfirmed, the current runner is listed; confirmed
+	 * again, it leaves the list. */
 	state_supersede(&s, 6, "u-6");
+	assert_int_equal(s.n_superseded, 2);
+	state_confirm(&s, &b);
 	assert_int_equal(s.n_superseded, 1);
 	state_forget(&s, 0);
 	assert_int_equal(s.n_superseded, 0);
