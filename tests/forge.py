@@ -1181,7 +1181,7 @@ def main(argv=None):
         "SIGTERM/SIGINT. SIGUSR1 takes it down (connections refused, state "
         "kept), SIGUSR2 brings it up again on the same port.")
     parser.add_argument("--flavour", choices=sorted(set(FLAVOURS) | set(ALIASES)),
-                        default="design",
+                        default="design", metavar="NAME",
                         help="which forge (and so which routes) to play: "
                         "%s; aliases v7 = forgejo11, f15 = forgejo15"
                         % ", ".join(FLAVOURS))

@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""Self-test of tests/forge.py, the fake Forgejo forge (standard library only).
+"""Self-test of tests/forge.py, the fake Forgejo/Gitea forge, and of
+tests/runner_sim.py, the emulated NixOS runner module (standard library only).
 
 Run: python3 tests/forge_selftest.py [NAME-SUBSTRING ...]
 Prints one line per failure and "N passed, N failed"; exits 1 on failure.
 """
 
+import hashlib
 import http.client
 import json
 import os
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import tempfile
@@ -20,6 +23,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import forge  # noqa: E402
+import runner_sim  # noqa: E402
 
 ADMIN = "adm_selftest_0123456789"
 USER = "usr_selftest_0123456789"
@@ -583,6 +587,356 @@ def no_delayed_ack_stall_on_keep_alive():
         assert f.connections == 1 and took < 0.2, took
 
 
+# -- runner_sim: the NixOS runner module and the daemon ------------------------
+
+class Host:
+    """A container root, a token file and a forge, for runner_sim tests."""
+
+    def __init__(self, d, flavour="forgejo15", generation="labels"):
+        self.root = os.path.join(d, "root")
+        os.makedirs(self.root)
+        self.token_file = os.path.join(d, "runner-token")
+        self.forge = make(flavour=flavour).start()
+        self.sim = runner_sim.RunnerModule(
+            generation=generation, container_root=self.root,
+            token_file=self.token_file, forge=self.forge, name="hive",
+            labels=["native:host"], instance="hive")
+
+    def write(self, text):
+        with open(self.token_file, "wb") as fh:
+            fh.write(text.encode() if isinstance(text, str) else text)
+
+    def runner(self):
+        path = self.sim.runner_file
+        return json.load(open(path)) if os.path.exists(path) else None
+
+
+def hosts(**kw):
+    """One Host per generation, each in its own directory."""
+    for generation in runner_sim.GENERATIONS:
+        with tempfile.TemporaryDirectory() as d:
+            host = Host(d, generation=generation, **kw)
+            try:
+                yield generation, host
+            finally:
+                host.forge.stop()
+
+
+@test
+def sim_first_boot_registers_layout_and_files():
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        r = h.sim.boot()
+        assert (r.works, r.registered, r.register_ok, r.why) == (
+            True, True, True, "ok"), (generation, r, r.log)
+        assert r.reasons[0] == "no .runner", r.reasons
+        link = os.path.join(h.root, "var/lib/gitea-runner")
+        assert os.readlink(link) == "private/gitea-runner"
+        assert stat.S_IMODE(os.stat(os.path.join(
+            h.root, "var/lib/private")).st_mode) == 0o700
+        assert h.sim.runner_file == os.path.join(
+            h.root, "var/lib/private/gitea-runner/hive/.runner")
+        # The tool's default --runner-file, resolved in the root, is it.
+        inside = os.path.join(h.root, "var/lib/gitea-runner/hive/.runner")
+        assert os.path.realpath(inside) == os.path.realpath(
+            h.sim.runner_file)
+        assert h.sim.runner_inside == "/var/lib/gitea-runner/hive/.runner"
+        text = open(h.sim.runner_file).read()
+        reg = json.loads(text)
+        assert text == json.dumps(reg, indent=2) + "\n", text
+        assert list(reg) == ["WARNING", "id", "uuid", "name", "token",
+                             "address", "labels"], reg
+        assert (reg["id"], reg["name"], reg["labels"]) == (
+            1, "hive", ["native:host"]), reg
+        assert r.runner == reg and h.forge.status(1) == "idle"
+        assert open(h.sim.labels_file, "rb").read() == b"native:host\n"
+        if generation == "tokenhash":
+            # The hash of the extracted value's file, "<token>\n"; printf
+            # writes it without a newline.
+            assert open(h.sim.token_hash_file, "rb").read() == \
+                hashlib.sha256((REG + "\n").encode()).hexdigest().encode()
+            assert any("deprecated" in line for line in r.log), r.log
+        else:
+            assert not os.path.exists(h.sim.token_hash_file)
+        assert not any(REG in line or reg["token"] in line
+                       for line in r.log), r.log
+
+
+@test
+def sim_same_bytes_do_not_reregister():
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        first = h.sim.boot().runner
+        for _ in range(2):
+            r = h.sim.boot()
+            assert (r.works, r.registered, r.reasons) == (True, False, []), \
+                (generation, r, r.reasons)
+            assert r.runner == first
+        assert list(h.forge.runners) == [1] and h.forge.ghosts() == []
+
+
+@test
+def sim_env_and_raw_forms_of_one_token_hash_alike():
+    # sed | tail -n1 turns "TOKEN=<t>\n" into "<t>\n", the raw form's bytes.
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        if generation == "tokenhash":
+            h.write(REG + "\n")
+            r = h.sim.boot()
+            assert (r.works, r.registered) == (True, False), (r, r.reasons)
+            assert not any("deprecated" in line for line in r.log), r.log
+        h.write(REG)                         # no newline: other bytes
+        r = h.sim.boot()
+        assert r.registered == (generation == "tokenhash"), (r, r.reasons)
+        assert r.works, r
+
+
+@test
+def sim_changed_token_reregisters_only_under_tokenhash():
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        new = h.forge.reset_token()
+        h.write("TOKEN=%s\n" % new)
+        r = h.sim.boot()
+        if generation == "labels":
+            assert (r.works, r.registered) == (True, False), r
+            assert h.runner()["id"] == 1
+        else:
+            assert (r.works, r.registered, r.reasons) == (
+                True, True, ["token hash changed"]), (r, r.reasons)
+            assert h.runner()["id"] == 2 and h.forge.ghosts() == [1]
+            assert open(h.sim.token_hash_file, "rb").read() == \
+                hashlib.sha256((new + "\n").encode()).hexdigest().encode()
+
+
+@test
+def sim_placeholder_after_a_label_change_leaves_the_runner_down():
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        h.write("TOKEN=placeholder\n")
+        h.sim.labels = ["native:host", "big:host"]
+        r = h.sim.boot()
+        assert (r.works, r.registered, r.register_ok) == (True and False,
+                                                          True, False), r
+        assert "labels changed" in r.reasons, r.reasons
+        assert r.why == "registration file not found", r.why
+        assert not os.path.lexists(h.sim.runner_file) and r.runner is None
+        # Bookkeeping is written although register failed.
+        assert open(h.sim.labels_file, "rb").read() == \
+            b"big:host\nnative:host\n"
+        if generation == "tokenhash":
+            assert open(h.sim.token_hash_file, "rb").read() == \
+                hashlib.sha256(b"placeholder\n").hexdigest().encode()
+        # Still down on the next boot with the same bytes: .runner missing.
+        r = h.sim.boot()
+        assert (r.works, r.registered, r.register_ok) == (False, True, False)
+        # The real token brings it back, under a new id.
+        h.write("TOKEN=%s\n" % REG)
+        r = h.sim.boot()
+        assert r.works and h.runner()["id"] == 2, r
+        assert h.runner()["labels"] == ["native:host", "big:host"]
+        assert h.forge.ghosts(current_id=2) == [1]
+
+
+@test
+def sim_placeholder_design_breaks_the_tokenhash_generation():
+    # FORGE-API.md: TOKEN=<real> then TOKEN=placeholder flips the hash.
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        h.write("TOKEN=placeholder\n")
+        r = h.sim.boot()
+        if generation == "labels":
+            assert (r.works, r.registered) == (True, False), r
+        else:
+            assert (r.works, r.registered, r.register_ok) == (
+                False, True, False), r
+            assert r.why == "registration file not found"
+
+
+@test
+def sim_token_file_forms():
+    # A raw token: under EnvironmentFile= it sets no TOKEN, so register gets
+    # an empty token; under LoadCredential= it is the token.
+    for generation, h in hosts():
+        h.write(REG + "\n")
+        r = h.sim.boot()
+        assert r.registered and r.works == (generation == "tokenhash"), \
+            (generation, r, r.log)
+        if generation == "labels":
+            assert r.log[-2:] == ["register: token is empty",
+                                  "daemon: registration file not found"], \
+                r.log
+    for generation, h in hosts():
+        h.write("# made by hand\n  TOKEN=stale\n TOKEN = %s  \n" % REG)
+        r = h.sim.boot()
+        # EnvironmentFile: the last TOKEN wins, whitespace stripped. The
+        # tokenhash sed needs "TOKEN=" right after the leading space: it
+        # takes "stale".
+        assert r.works == (generation == "labels"), (generation, r, r.log)
+
+
+@test
+def sim_missing_token_file_stops_the_unit():
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        before = open(h.sim.runner_file).read()
+        os.unlink(h.token_file)
+        h.sim.labels = ["changed:host"]
+        r = h.sim.boot()
+        assert (r.unit_started, r.works, r.registered) == (False, False,
+                                                          False), r
+        assert ("EnvironmentFile=" if generation == "labels"
+                else "LoadCredential=") in r.why, r.why
+        assert open(h.sim.runner_file).read() == before
+        assert h.forge.status(1) == "offline"   # its daemon is not running
+    for generation, h in hosts():
+        h.write(b"TOKEN=\xff\n")                 # systemd refuses the file
+        r = h.sim.boot()
+        assert r.unit_started == (generation == "tokenhash"), r
+
+
+@test
+def sim_forge_down_keeps_or_loses_runner():
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        h.forge.down()
+        r = h.sim.boot()                     # nothing to re-register
+        assert (r.works, r.registered, r.why) == (False, False,
+                                                  "forge down"), r
+        assert h.runner()["id"] == 1
+        h.sim.labels = ["native:host", "more:host"]
+        r = h.sim.boot()                     # must re-register: it cannot
+        assert (r.works, r.registered, r.register_ok) == (False, True,
+                                                          False), r
+        assert h.runner() is None
+        h.forge.up()
+        r = h.sim.boot()                     # .runner missing: registers
+        assert r.works and r.reasons == ["no .runner"], (r, r.reasons)
+        assert h.runner()["id"] == 2
+
+
+@test
+def sim_wiped_forge_reuses_the_id():
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        new = h.forge.wipe()
+        other = h.forge.register(new, "someone-else")
+        assert other["id"] == 1
+        r = h.sim.boot()
+        assert (r.works, r.registered) == (False, False), r
+        assert r.why.startswith("unregistered runner"), r.why
+        h.write("TOKEN=%s\n" % new)
+        r = h.sim.boot()
+        assert r.works == (generation == "tokenhash"), r   # hash changed
+        os.unlink(h.sim.runner_file)         # what the tool would do
+        r = h.sim.boot()
+        assert r.works and h.runner()["id"] in (2, 3), r
+
+
+@test
+def sim_daemon_puts_others_of_its_name_offline():
+    for generation, h in hosts(flavour="gitea124"):
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        stranger = h.forge.register(REG, "stranger")["id"]
+        h.forge.set_status(stranger, "idle")
+        h.sim.labels = ["native:host", "x:host"]
+        r = h.sim.boot()
+        assert r.works and h.runner()["id"] == 3, r
+        assert "ephemeral" in h.runner(), h.runner()
+        assert h.forge.status(1) == "offline" and h.forge.status(3) == "idle"
+        assert h.forge.status(stranger) == "idle"
+        assert h.forge.ghosts(current_id=3, name="hive") == [1]
+        h.sim.stop()
+        assert h.forge.status(3) == "offline"
+
+
+@test
+def sim_corrupt_runner_file():
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        with open(h.sim.runner_file, "w") as fh:
+            fh.write('{"id": 1, "uuid": ')     # truncated by a crash
+        r = h.sim.boot()
+        assert (r.works, r.registered, r.why) == (
+            False, False, "failed to load registration file"), r
+
+
+@test
+def environment_file_parsing():
+    parse = runner_sim.parse_environment_file
+    cases = [
+        (b"TOKEN=abc\n", {"TOKEN": "abc"}),
+        (b"TOKEN=abc", {"TOKEN": "abc"}),
+        (b"abc\n", {}),
+        (b"abc", {}),
+        (b"placeholder\n", {}),
+        (b"# TOKEN=x\n;TOKEN=y\n", {}),
+        (b"  TOKEN  =  a b  \n", {"TOKEN": "a b"}),
+        (b"TOKEN=a\nTOKEN=b\n", {"TOKEN": "b"}),
+        (b"TOKEN='a b' \n", {"TOKEN": "a b"}),
+        (b'TOKEN="a\\"b\\x"\n', {"TOKEN": 'a"b\\x'}),
+        (b"TOKEN=a\\\nb\n", {"TOKEN": "ab"}),
+        (b"TOKEN=a\\ \n", {"TOKEN": "a "}),
+        (b"TOKEN=\n", {"TOKEN": ""}),
+        (b"TOKEN-X=1\n1A=2\nB=3\n", {"B": "3"}),
+        (b"# comment \\\nTOKEN=x\n", {"TOKEN": "x"}),
+        (b"TOKEN=a\r\nX=b\r\n", {"TOKEN": "a", "X": "b"}),
+    ]
+    for data, want in cases:
+        got = parse(data)
+        assert got == want, (data, got, want)
+    try:
+        parse(b"TOKEN=\xff\n")
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("accepted invalid UTF-8")
+
+
+@test
+def token_credential_extraction():
+    extract = runner_sim.extract_token_file
+    cases = [
+        (b"TOKEN=abc\n", b"abc\n", True),
+        (b"TOKEN=abc", b"abc", True),
+        (b"abc\n", b"abc\n", False),
+        (b"\t TOKEN=a\nTOKEN=b\n", b"b\n", True),
+        (b"TOKEN=q\nTOKEN=", b"q\n", True),   # tail -n1 skips the empty end
+        (b"x TOKEN=a\n", b"x TOKEN=a\n", False),
+        (b"", b"", False),
+    ]
+    for data, want, deprecated in cases:
+        assert extract(data) == (want, deprecated), (data, extract(data))
+
+
+@test
+def in_root_resolves_symlinks_inside_the_root():
+    with tempfile.TemporaryDirectory() as d:
+        os.makedirs(os.path.join(d, "var/lib/private/x"))
+        os.symlink("/var/lib/private", os.path.join(d, "var/lib/abs"))
+        os.symlink("../../../../..", os.path.join(d, "var/lib/private/x/up"))
+        got = runner_sim.in_root(d, "/var/lib/abs/x/up/etc")
+        assert got == os.path.join(d, "etc"), got
+        loop = os.path.join(d, "loop")
+        os.symlink("loop", loop)
+        try:
+            runner_sim.in_root(d, "/loop/x")
+        except OSError:
+            pass
+        else:
+            raise AssertionError("followed a loop forever")
+        assert runner_sim.in_root(d, "/loop", follow_last=False) == loop
+
+
 # -- auth ---------------------------------------------------------------------
 
 @test
@@ -982,17 +1336,38 @@ def cli():
             check_json(*request(cli_forge, V1 + "/admin/runners/"
                                 "registration-token"), 200, {"token": REG})
             request(cli_forge, V1 + "/x?token=" + ADMIN, token="bad")
+            # SIGUSR1 takes it down, SIGUSR2 brings it back on the same port.
+            proc.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 1).close()
+                except ConnectionRefusedError:
+                    break
+                assert time.monotonic() < deadline, "still up"
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGUSR2)
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 1).close()
+                    break
+                except ConnectionRefusedError:
+                    assert time.monotonic() < deadline, "not up again"
+                    time.sleep(0.02)
+            check_json(*request(cli_forge, V1 + "/admin/actions/runners/4"),
+                       200, {"uuid": "uuid-4"})
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(5) == 0
             err = proc.stderr.read().decode()
             assert err == "forge: listening on http://127.0.0.1:%d " \
-                "(flavour f15)\n" % port, err
+                "(flavour f15)\nforge: down\nforge: up\n" % port, err
             with open(log) as f:
                 lines = f.read().splitlines()
             assert lines == [
                 "GET /api/v1/admin/actions/runners/4 -> 200",
                 "GET /api/v1/admin/runners/registration-token -> 200",
-                "GET /api/v1/x -> 401"], lines
+                "GET /api/v1/x -> 401",
+                "GET /api/v1/admin/actions/runners/4 -> 200"], lines
         finally:
             if proc.poll() is None:
                 proc.kill()

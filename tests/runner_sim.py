@@ -584,8 +584,8 @@ class RunnerModule:
             result.log.append("daemon: " + reason)
             return
         runner_id = registration["id"]
-        with self.forge._data:
-            self._all_offline()
-            self.forge.set_status(runner_id, "idle")
+        # boot() stopped the previous daemon: the others of this name are
+        # offline already.
+        self.forge.set_status(runner_id, "idle")
         result.works, result.why = True, "ok"
         result.log.append("daemon: runner %d is online" % runner_id)
