@@ -164,8 +164,9 @@ MATRIX = {
         "DELETE " + TX: ("405", "GET"), "PUT " + TX: ("405", "GET"),
         "GET " + LA + "1": "object", "PUT " + LA + "1": ("405", "GET"),
         "POST " + LA + "1": ("405", "GET"),
-        "DELETE " + LA + "7": ("405", "GET"), "GET " + LA + "7": ("json404", 7),
-        "GET " + LA + "x1": ("json404", 0), "DELETE " + LA + "2": ("405", "GET")}),
+        "DELETE " + LA + "7": ("405", "GET"),
+        "GET " + LA + "7": ("json404", 7), "GET " + LA + "x1": ("json404", 0),
+        "DELETE " + LA + "2": ("405", "GET")}),
 }
 GITEA = {"gitea122", "gitea124", "gitea126"}
 
@@ -297,7 +298,7 @@ def odd_reg_token_is_served_verbatim():
                    200, {"token": token})
 
 
-# -- runner objects and state --------------------------------------------------
+# -- runner objects and state ------------------------------------------------
 
 @test
 def runner_objects_per_family_and_status_words():
@@ -587,7 +588,7 @@ def no_delayed_ack_stall_on_keep_alive():
         assert f.connections == 1 and took < 0.2, took
 
 
-# -- runner_sim: the NixOS runner module and the daemon ------------------------
+# -- runner_sim: the NixOS runner module and the daemon ----------------------
 
 class Host:
     """A container root, a token file and a forge, for runner_sim tests."""

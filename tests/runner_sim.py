@@ -499,7 +499,8 @@ class RunnerModule:
         try:
             os.makedirs(self._host(self.instance_dir), exist_ok=True)
         except OSError as e:
-            result.log.append("mkdir: %s: %s" % (self.instance_dir, e.strerror))
+            result.log.append("mkdir: %s: %s" % (self.instance_dir,
+                                                 e.strerror))
         labels_file = self.instance_dir + "/.labels"
         wanted = self._labels_wanted()
         current = self._cat(labels_file, b"0")
