@@ -66,6 +66,11 @@ stopped the unit before ExecStartPre), reasons (why it re-registered:
 "ok", or why the runner does not work), runner (the `.runner` dict after
 the boot, or None), log (what the unit would print, without secrets).
 
+Helpers: parse_environment_file(bytes) -> dict (systemd's EnvironmentFile=
+parser; ValueError for invalid UTF-8), extract_token_file(bytes) -> (bytes,
+deprecated form used) (the tokenhash script's grep/sed/tail), runner_json(dict)
+-> str (`.runner` text), in_root(root, path, follow_last=True) -> host path.
+
 The container layout is DynamicUser's: the state is in
 <root>/var/lib/private/gitea-runner/<instance>/ and
 <root>/var/lib/gitea-runner is the relative symlink private/gitea-runner.
