@@ -1180,8 +1180,9 @@ def main(argv=None):
         description="Serve a fake Forgejo or Gitea admin API until "
         "SIGTERM/SIGINT. SIGUSR1 takes it down (connections refused, state "
         "kept), SIGUSR2 brings it up again on the same port.")
-    parser.add_argument("--flavour", choices=sorted(set(FLAVOURS) | set(ALIASES)),
-                        default="design",
+    parser.add_argument("--flavour",
+                        choices=sorted(set(FLAVOURS) | set(ALIASES)),
+                        default="design", metavar="NAME",
                         help="which forge (and so which routes) to play: "
                         "%s; aliases v7 = forgejo11, f15 = forgejo15"
                         % ", ".join(FLAVOURS))

@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""Self-test of tests/forge.py, the fake Forgejo forge (standard library only).
+"""Self-test of tests/forge.py, the fake Forgejo/Gitea forge, and of
+tests/runner_sim.py, the emulated NixOS runner module (standard library only).
 
 Run: python3 tests/forge_selftest.py [NAME-SUBSTRING ...]
 Prints one line per failure and "N passed, N failed"; exits 1 on failure.
 """
 
+import hashlib
 import http.client
 import json
 import os
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import tempfile
@@ -20,6 +23,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import forge  # noqa: E402
+import runner_sim  # noqa: E402
 
 ADMIN = "adm_selftest_0123456789"
 USER = "usr_selftest_0123456789"
@@ -99,48 +103,159 @@ def check_plain_404(status, headers, body):
     assert body == PLAIN_404, body
 
 
-ROUTES = {
-    # flavour: (token routes, lookup prefix or None, routes it lacks)
-    "design": (["/admin/runners/registration-token"], "/admin/runners/",
-               ["/admin/actions/runners/registration-token",
-                "/admin/actions/runners/1"]),
-    "v7": (["/admin/runners/registration-token"], None,
-           ["/admin/actions/runners/registration-token",
-            "/admin/runners/1", "/admin/actions/runners/1"]),
-    "f15": (["/admin/actions/runners/registration-token",
-             "/admin/runners/registration-token"], "/admin/actions/runners/",
-            ["/admin/runners/1"]),
-    "future": (["/admin/actions/runners/registration-token"],
-               "/admin/actions/runners/",
-               ["/admin/runners/registration-token", "/admin/runners/1"]),
+TA = "/admin/runners/registration-token"          # GET: the oldest route
+TX = "/admin/actions/runners/registration-token"
+LD = "/admin/runners/"                            # + id: the design's lookup
+LA = "/admin/actions/runners/"                    # + id
+LIST = "/admin/actions/runners"
+
+FORGEJO_KEYS = {"id", "uuid", "owner_id", "repo_id", "name", "status",
+                "version", "labels", "description", "ephemeral"}
+GITEA_KEYS = {"id", "name", "status", "busy", "ephemeral", "labels"}
+
+# Every flavour's answer to every (method, route), written out from
+# FORGE-API.md's route table, not from forge.py's. Answers: "token" (200
+# {"token"}), "object" (200 runner 1), "204", "list", "201", "json404" (the
+# family's runner-not-found, for runner id `7` or `0`), "404" (plain text),
+# ("405", "ALLOW").
+COMMON = [("GET", LD + "1"), ("DELETE", LD + "1"), ("GET", TA), ("POST", TA),
+          ("DELETE", TA), ("GET", TX), ("POST", TX), ("DELETE", TX),
+          ("PUT", TX), ("GET", LA + "1"), ("PUT", LA + "1"),
+          ("POST", LA + "1"), ("GET", LA + "7"), ("DELETE", LA + "7"),
+          ("GET", LA + "x1"), ("GET", LIST), ("POST", LIST),
+          ("DELETE", LIST), ("DELETE", LA + "2")]
+
+
+def _answers(**given):
+    answers = {m + " " + r: "404" for m, r in COMMON}
+    answers.update(given)
+    return answers
+
+
+FORGEJO15 = _answers(**{
+    "GET " + TA: "token", "POST " + TA: ("405", "GET"),
+    "DELETE " + TA: ("405", "GET"),
+    "GET " + TX: "token", "POST " + TX: ("405", "DELETE, GET"),
+    "DELETE " + TX: ("json404", 0), "PUT " + TX: ("405", "DELETE, GET"),
+    "GET " + LA + "1": "object", "PUT " + LA + "1": ("405", "DELETE, GET"),
+    "POST " + LA + "1": ("405", "DELETE, GET"),
+    "GET " + LA + "7": ("json404", 7), "DELETE " + LA + "7": ("json404", 7),
+    "GET " + LA + "x1": ("json404", 0), "GET " + LIST: "list",
+    "POST " + LIST: "201", "DELETE " + LIST: ("405", "GET, POST"),
+    "DELETE " + LA + "2": "204"})
+GITEA124 = dict(FORGEJO15, **{
+    "GET " + TX: ("json404", 0), "POST " + TX: "token",
+    "DELETE " + TX: ("json404", 0), "PUT " + TX: ("405", "DELETE, GET, POST"),
+    "POST " + LIST: ("405", "GET"), "DELETE " + LIST: ("405", "GET")})
+GITEA126 = dict(GITEA124, **{"GET " + TA: "404", "POST " + TA: "404",
+                              "DELETE " + TA: "404"})
+OLD = _answers(**{"GET " + TA: "token", "POST " + TA: ("405", "GET"),
+                  "DELETE " + TA: ("405", "GET")})
+MATRIX = {
+    "design": _answers(**{
+        "GET " + TA: "token", "POST " + TA: ("405", "GET"),
+        "DELETE " + TA: ("405", "GET"), "GET " + LD + "1": "object",
+        "DELETE " + LD + "1": ("405", "GET")}),
+    "forgejo11": OLD, "v7": OLD, "gitea122": OLD,
+    "forgejo15": FORGEJO15, "f15": FORGEJO15, "forgejo16": FORGEJO15,
+    "gitea124": GITEA124, "gitea126": GITEA126,
+    "future": _answers(**{
+        "GET " + TX: "token", "POST " + TX: ("405", "GET"),
+        "DELETE " + TX: ("405", "GET"), "PUT " + TX: ("405", "GET"),
+        "GET " + LA + "1": "object", "PUT " + LA + "1": ("405", "GET"),
+        "POST " + LA + "1": ("405", "GET"),
+        "DELETE " + LA + "7": ("405", "GET"),
+        "GET " + LA + "7": ("json404", 7), "GET " + LA + "x1": ("json404", 0),
+        "DELETE " + LA + "2": ("405", "GET")}),
 }
+GITEA = {"gitea122", "gitea124", "gitea126"}
+
+
+def check_json_404(f, got, runner_id):
+    status, headers, body = got
+    url = f.url + "/api/swagger"
+    if f.family == "gitea":
+        value = check_json(status, headers, body, 404, {
+            "message": "Runner not found", "url": url, "errors": None})
+        assert set(value) == {"message", "url", "errors"}, value
+    else:
+        value = check_json(status, headers, body, 404, {
+            "message": "runner with ID %d: resource does not exist"
+                       % runner_id, "url": url})
+        assert set(value) == {"message", "url"}, value
+
+
+def check_answer(f, method, route, want):
+    body = None
+    if method in ("POST", "PUT"):
+        body = b'{"name":"made-by-post"}' if route == LIST else b""
+    got = request(f, V1 + route, method=method, body=body)
+    status, headers, data = got
+    what = (f.flavour, method, route, want, status, data)
+    if want == "token":
+        check_json(*got, 200, {"token": REG})
+    elif want == "object":
+        value = check_json(*got, 200, {"id": 1, "name": "runner-1"})
+        keys = GITEA_KEYS | ({"disabled"} if f.flavour == "gitea126" else
+                             set()) if f.family == "gitea" else FORGEJO_KEYS
+        assert set(value) == keys, (what, value)
+    elif want == "204":
+        assert (status, data) == (204, b""), what
+        assert "content-length" not in headers, headers
+        assert 2 not in f.runners, f.runners
+        check_json_404(f, request(f, V1 + route), 2)
+    elif want == "201":
+        value = check_json(*got, 201, {})
+        assert set(value) == {"id", "uuid", "token"}, value
+        assert f.record(value["id"]).name == "made-by-post", f.runners
+    elif want == "list":
+        value = check_json(*got, 200, {}) if f.family == "gitea" else \
+            json.loads(data)
+        if f.family == "gitea":
+            assert set(value) == {"runners", "total_count"}, value
+            assert value["total_count"] == len(value["runners"]) >= 2, value
+            value = value["runners"]
+        assert [r["id"] for r in value] == sorted(r["id"] for r in value)
+        assert value[0]["name"] == "runner-1", value
+    elif want == "404":
+        check_plain_404(*got)
+    elif want[0] == "json404":
+        check_json_404(f, got, want[1])
+    else:
+        assert status == 405 and data == b"", what
+        assert headers.get("allow") == want[1], (what, headers)
+    return status
 
 
 # -- routes -------------------------------------------------------------------
 
 @test
-def flavour_routes():
-    for flavour, (tokens, lookup, missing) in ROUTES.items():
+def every_flavour_answers_every_route_and_method():
+    assert set(MATRIX) == set(forge.FLAVOURS) | set(forge.ALIASES)
+    for flavour, answers in MATRIX.items():
         with make(flavour=flavour, runners={1: "uuid-1", 2: "uuid-2"}) as f:
-            for route in tokens:
-                check_json(*request(f, V1 + route), 200, {"token": REG})
-            for route in missing:
-                check_plain_404(*request(f, V1 + route))
-            if lookup:
-                got = check_json(*request(f, V1 + lookup + "2"), 200,
-                                 {"id": 2, "uuid": "uuid-2", "status": "idle"})
-                assert set(got) == {"id", "uuid", "owner_id", "repo_id",
-                                    "name", "status", "version", "labels",
-                                    "description", "ephemeral"}, got
-                assert all(isinstance(x, str) for x in got["labels"]), got
-                url = f.url + "/api/swagger"
-                got = check_json(*request(f, V1 + lookup + "7"), 404, {
-                    "message": "runner with ID 7: resource does not exist",
-                    "url": url})
-                assert set(got) == {"message", "url"}, got
-                check_json(*request(f, V1 + lookup + "abc"), 404, {
-                    "message": "runner with ID 0: resource does not exist"})
-                check_plain_404(*request(f, V1 + lookup + "1/extra"))
+            assert f.family == ("gitea" if flavour in GITEA else "forgejo")
+            for method, route in COMMON:
+                seen = len(f.requests)
+                status = check_answer(f, method, route,
+                                      answers[method + " " + route])
+                record = f.requests[seen]
+                assert (record["method"], record["path"], record["status"]) \
+                    == (method, V1 + route, status), record
+
+
+@test
+def design_and_forgejo_lookup_answers_stay_as_they_were():
+    for flavour, lookup in (("design", LD), ("f15", LA), ("future", LA)):
+        with make(flavour=flavour, runners={1: "uuid-1", 2: "uuid-2"}) as f:
+            got = check_json(*request(f, V1 + lookup + "2"), 200, {
+                "id": 2, "uuid": "uuid-2", "owner_id": 0, "repo_id": 0,
+                "name": "runner-2", "status": "idle", "version": "v11.1.1",
+                "labels": ["native:host"], "description": "",
+                "ephemeral": False})
+            assert set(got) == FORGEJO_KEYS, got
+            check_json_404(f, request(f, V1 + lookup + "abc"), 0)
+            check_plain_404(*request(f, V1 + lookup + "1/extra"))
 
 
 @test
@@ -181,6 +296,646 @@ def odd_reg_token_is_served_verbatim():
     with make(reg_token=token) as f:
         check_json(*request(f, V1 + "/admin/runners/registration-token"),
                    200, {"token": token})
+
+
+# -- runner objects and state ------------------------------------------------
+
+@test
+def runner_objects_per_family_and_status_words():
+    words = {"offline": ("offline", "offline", False),
+             "idle": ("idle", "online", False),
+             "online": ("idle", "online", False),
+             "active": ("active", "online", True),
+             "busy": ("active", "online", True)}
+    for flavour in ("forgejo15", "gitea124", "gitea126"):
+        with make(flavour=flavour) as f:
+            reg = f.register(REG, "hive", ["native:host", "big:host"])
+            for status, (forgejo, gitea, busy) in words.items():
+                f.set_status(reg["id"], status)
+                assert f.status(reg["id"]) == forgejo
+                got = check_json(*request(f, V1 + LA + str(reg["id"])), 200,
+                                 {"id": reg["id"], "name": "hive"})
+                if f.family == "forgejo":
+                    assert got["status"] == forgejo, got
+                    assert got["uuid"] == reg["uuid"], got
+                    assert got["labels"] == ["native:host", "big:host"], got
+                    assert set(got) == FORGEJO_KEYS, got
+                else:
+                    assert (got["status"], got["busy"]) == (gitea, busy), got
+                    assert got["labels"] == [
+                        {"id": 0, "name": "native:host", "type": "custom"},
+                        {"id": 1, "name": "big:host", "type": "custom"}], got
+                    assert "uuid" not in got and reg["uuid"] not in str(got)
+                    want = GITEA_KEYS | ({"disabled"}
+                                         if flavour == "gitea126" else set())
+                    assert set(got) == want, got
+                    if flavour == "gitea126":
+                        assert got["disabled"] is False, got
+            try:
+                f.set_status(reg["id"], "gone")
+            except ValueError:
+                pass
+            else:
+                raise AssertionError("accepted a status that does not exist")
+
+
+@test
+def legacy_entries_on_gitea_and_overrides():
+    with make(flavour="gitea124", runners={1: "uuid-1", 2: {
+            "status": "offline", "name": "x", "extra": 1}}) as f:
+        got = check_json(*request(f, V1 + LA + "1"), 200, {
+            "id": 1, "name": "runner-1", "status": "online", "busy": False})
+        assert "uuid" not in got, got
+        check_json(*request(f, V1 + LA + "2"), 200, {
+            "status": "offline", "name": "x", "extra": 1})
+        assert f.ghosts() == [2] and f.status(1) == "idle"
+        f.set_status(2, "idle")             # overrides the dict's "status"
+        check_json(*request(f, V1 + LA + "2"), 200, {"status": "online"})
+        assert f.ghosts() == []
+
+
+@test
+def delete_route_and_script_and_keep_alive():
+    with make(flavour="forgejo15", runners={1: "u1", 2: "u2", 3: "u3"}) as f:
+        conn = connect(f)
+        status, headers, body = request(f, V1 + LA + "2", method="DELETE",
+                                        conn=conn)
+        assert (status, body) == (204, b"") and 2 not in f.runners
+        check_json(*request(f, V1 + LA + "1", conn=conn), 200, {"id": 1})
+        f.script("delete", {"status": 500, "body": {"message": "db"}})
+        check_json(*request(f, V1 + LA + "3", method="DELETE", conn=conn),
+                   500, {"message": "db"})
+        assert 3 in f.runners                # the scripted answer won
+        f.script("delete", {"status": 403, "body": {"message": "no"}})
+        check_json(*request(f, V1 + LA + "3", conn=conn), 200, {"id": 3})
+        check_json(*request(f, V1 + LA + "3", method="DELETE", conn=conn),
+                   403, {})
+        conn.close()
+        assert f.connections == 1, f.connections
+
+
+@test
+def post_token_route_and_its_script():
+    with make(flavour="gitea126") as f:
+        check_json(*request(f, V1 + TX, method="POST", body=b"",
+                            headers={"Content-Length": "0"}), 200,
+                   {"token": REG})
+        f.script("token", {"status": 503, "body": "busy"})
+        status, _, _ = request(f, V1 + TX, method="POST", body=b"")
+        assert status == 503, status
+        check_json(*request(f, V1 + TX, method="POST", body=b""), 200,
+                   {"token": REG})
+        f.script("lookup", {"status": 500})  # GET TX falls into the lookup
+        status, _, _ = request(f, V1 + TX)
+        assert status == 500, status
+
+
+@test
+def register_reset_wipe():
+    for flavour in ("forgejo15", "gitea124"):
+        with make(flavour=flavour, runners={5: "legacy"}) as f:
+            for bad in ("", "placeholder", REG + "x", "R" * 42):
+                try:
+                    f.register(bad, "hive")
+                except forge.RegisterError:
+                    pass
+                else:
+                    raise AssertionError("registered with %r" % bad)
+            assert list(f.runners) == [5]
+            a = f.register(REG, "hive", ["native:host"])
+            b = f.register(REG, "hive", ["native:host"])
+            keys = ["WARNING", "id", "uuid", "name", "token", "address",
+                    "labels"] + (["ephemeral"] if flavour == "gitea124"
+                                 else [])
+            assert list(a) == keys, a
+            assert (a["id"], b["id"]) == (6, 7), (a, b)
+            assert a["uuid"] != b["uuid"] and a["token"] != b["token"]
+            assert a["name"] == b["name"] == "hive" and a["address"] == f.url
+            assert a["labels"] == ["native:host"]
+            assert f.status(6) == "offline"  # until its daemon starts
+            # The token is stable: every route gives it, registering keeps it.
+            for _ in range(2):
+                check_json(*request(f, V1 + TA), 200, {"token": REG})
+            request(f, V1 + LA + "7", method="DELETE")
+            c = f.register(REG, "hive")
+            assert c["id"] == 8, c             # ids are not reused
+            new = f.reset_token()
+            assert new == f.reg_token != REG and len(new) == 43, new
+            assert all(ch.isalnum() or ch in "-_" for ch in new), new
+            check_json(*request(f, V1 + TA), 200, {"token": new})
+            try:
+                f.register(REG, "hive")
+            except forge.RegisterError:
+                pass
+            else:
+                raise AssertionError("the old token still registers")
+            assert f.register(new, "hive")["id"] == 9
+            assert set(f.runners) == {5, 6, 8, 9}   # a reset keeps runners
+            runners = f.runners
+            wiped = f.wipe()
+            assert wiped == f.reg_token != new and f.runners is runners
+            assert f.runners == {}
+            d = f.register(wiped, "other")
+            assert d["id"] == 1 and d["uuid"] not in (a["uuid"], b["uuid"])
+
+
+@test
+def runner_works_is_the_daemons_check():
+    with make(flavour="forgejo15") as f:
+        a = f.register(REG, "hive")
+        assert f.runner_works(a) == (True, "ok")
+        assert f.runner_works(dict(a, token="x" * 40))[1].startswith(
+            "unregistered runner")
+        assert f.runner_works(dict(a, uuid="other"))[1].startswith(
+            "unregistered runner")
+        assert not f.runner_works(dict(a, id=2))[0]
+        assert not f.runner_works({"uuid": a["uuid"]})[0]
+        assert not f.runner_works(None)[0]
+        f.runners[2] = a["uuid"]            # by hand: no runner secret
+        assert not f.runner_works(dict(a, id=2))[0]
+        f.down()
+        assert f.runner_works(a) == (False, "forge down")
+        f.up()
+        assert f.runner_works(a) == (True, "ok")
+        request(f, V1 + LA + str(a["id"]), method="DELETE")
+        works, why = f.runner_works(a)
+        assert not works and why.startswith("unregistered runner"), why
+        # After a wipe, id 1 belongs to a new runner: the old .runner fails.
+        f.wipe()
+        b = f.register(f.reg_token, "hive")
+        assert b["id"] == a["id"] == 1
+        assert not f.runner_works(a)[0] and f.runner_works(b)[0]
+
+
+@test
+def ghosts_and_status():
+    with make(flavour="forgejo16") as f:
+        ids = [f.register(REG, "hive")["id"] for _ in range(3)]
+        other = f.register(REG, "elsewhere")["id"]
+        assert f.ghosts() == ids + [other]
+        f.set_status(ids[2], "idle")
+        assert f.ghosts(current_id=ids[2]) == ids[:2] + [other]
+        assert f.ghosts(current_id=ids[0], name="hive") == [ids[1]]
+        assert f.status(99) is None and f.record(99) is None
+        try:
+            f.set_status(99, "idle")
+        except KeyError:
+            pass
+        else:
+            raise AssertionError("set the status of no runner")
+
+
+# -- down and up --------------------------------------------------------------
+
+@test
+def down_refuses_and_up_serves_the_same_port_with_state():
+    with make(flavour="forgejo15") as f:
+        a = f.register(REG, "hive")
+        port, url = f.port, f.url
+        idle = connect(f)
+        request(f, V1 + TA, conn=idle)       # an idle keep-alive connection
+        t0 = time.monotonic()
+        f.down()
+        assert time.monotonic() - t0 < 1 and not f.is_up
+        try:
+            request(f, V1 + TA, conn=idle)
+        except (OSError, http.client.HTTPException):
+            pass
+        else:
+            raise AssertionError("a kept-alive connection survived down()")
+        idle.close()
+        for _ in range(3):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1)
+            except ConnectionRefusedError:
+                pass
+            else:
+                raise AssertionError("connected to a forge that is down")
+        squatter = socket.socket()
+        try:
+            squatter.bind(("127.0.0.1", port))
+        except OSError:
+            pass
+        else:
+            raise AssertionError("the port was free while the forge was down")
+        finally:
+            squatter.close()
+        try:
+            f.register(REG, "hive")
+        except forge.RegisterError:
+            pass
+        else:
+            raise AssertionError("registered on a forge that is down")
+        n = len(f.requests)
+        f.down()                               # idempotent
+        f.up()
+        f.up()                                 # idempotent
+        assert f.is_up and (f.port, f.url) == (port, url)
+        assert len(f.requests) == n
+        check_json(*request(f, V1 + TA), 200, {"token": REG})
+        check_json(*request(f, V1 + LA + str(a["id"])), 200,
+                   {"uuid": a["uuid"]})
+        assert f.runner_works(a)[0]
+        f.down()
+        f.up()
+        check_json(*request(f, V1 + TA), 200, {"token": REG})
+    t0 = time.monotonic()
+    f = make().start()
+    f.down()
+    f.stop()                                   # stop while down
+    assert time.monotonic() - t0 < 1
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", f.port))          # released
+    assert not [t for t in threading.enumerate()
+                if t.name.startswith("forge")], threading.enumerate()
+
+
+@test
+def down_and_up_on_tls_and_unix_socket():
+    with make(tls=True) as f:
+        f.down()
+        f.up()
+        check_json(*request(f, V1 + TA), 200, {"token": REG})
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "forge.sock")
+        with make(unix_socket=path) as f:
+            f.down()
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect(path)
+            except ConnectionRefusedError:
+                pass
+            else:
+                raise AssertionError("connected to a forge that is down")
+            finally:
+                s.close()
+            f.up()
+            check_json(*request(f, V1 + TA), 200, {"token": REG})
+        assert not os.path.exists(path)
+
+
+@test
+def no_delayed_ack_stall_on_keep_alive():
+    # Go sets TCP_NODELAY; without it each answer waits ~40 ms for an ACK.
+    with make() as f:
+        conn = connect(f)
+        t0 = time.monotonic()
+        for _ in range(10):
+            request(f, V1 + TA, conn=conn)
+        took = time.monotonic() - t0
+        conn.close()
+        assert f.connections == 1 and took < 0.2, took
+
+
+# -- runner_sim: the NixOS runner module and the daemon ----------------------
+
+class Host:
+    """A container root, a token file and a forge, for runner_sim tests."""
+
+    def __init__(self, d, flavour="forgejo15", generation="labels"):
+        self.root = os.path.join(d, "root")
+        os.makedirs(self.root)
+        self.token_file = os.path.join(d, "runner-token")
+        self.forge = make(flavour=flavour).start()
+        self.sim = runner_sim.RunnerModule(
+            generation=generation, container_root=self.root,
+            token_file=self.token_file, forge=self.forge, name="hive",
+            labels=["native:host"], instance="hive")
+
+    def write(self, text):
+        with open(self.token_file, "wb") as fh:
+            fh.write(text.encode() if isinstance(text, str) else text)
+
+    def runner(self):
+        path = self.sim.runner_file
+        return json.load(open(path)) if os.path.exists(path) else None
+
+
+def hosts(**kw):
+    """One Host per generation, each in its own directory."""
+    for generation in runner_sim.GENERATIONS:
+        with tempfile.TemporaryDirectory() as d:
+            host = Host(d, generation=generation, **kw)
+            try:
+                yield generation, host
+            finally:
+                host.forge.stop()
+
+
+@test
+def sim_first_boot_registers_layout_and_files():
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        r = h.sim.boot()
+        assert (r.works, r.registered, r.register_ok, r.why) == (
+            True, True, True, "ok"), (generation, r, r.log)
+        assert r.reasons[0] == "no .runner", r.reasons
+        link = os.path.join(h.root, "var/lib/gitea-runner")
+        assert os.readlink(link) == "private/gitea-runner"
+        assert stat.S_IMODE(os.stat(os.path.join(
+            h.root, "var/lib/private")).st_mode) == 0o700
+        assert h.sim.runner_file == os.path.join(
+            h.root, "var/lib/private/gitea-runner/hive/.runner")
+        # The tool's default --runner-file, resolved in the root, is it.
+        inside = os.path.join(h.root, "var/lib/gitea-runner/hive/.runner")
+        assert os.path.realpath(inside) == os.path.realpath(
+            h.sim.runner_file)
+        assert h.sim.runner_inside == "/var/lib/gitea-runner/hive/.runner"
+        text = open(h.sim.runner_file).read()
+        reg = json.loads(text)
+        assert text == json.dumps(reg, indent=2) + "\n", text
+        assert list(reg) == ["WARNING", "id", "uuid", "name", "token",
+                             "address", "labels"], reg
+        assert (reg["id"], reg["name"], reg["labels"]) == (
+            1, "hive", ["native:host"]), reg
+        assert r.runner == reg and h.forge.status(1) == "idle"
+        assert open(h.sim.labels_file, "rb").read() == b"native:host\n"
+        if generation == "tokenhash":
+            # The hash of the extracted value's file, "<token>\n"; printf
+            # writes it without a newline.
+            assert open(h.sim.token_hash_file, "rb").read() == \
+                hashlib.sha256((REG + "\n").encode()).hexdigest().encode()
+            assert any("deprecated" in line for line in r.log), r.log
+        else:
+            assert not os.path.exists(h.sim.token_hash_file)
+        assert not any(REG in line or reg["token"] in line
+                       for line in r.log), r.log
+
+
+@test
+def sim_same_bytes_do_not_reregister():
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        first = h.sim.boot().runner
+        for _ in range(2):
+            r = h.sim.boot()
+            assert (r.works, r.registered, r.reasons) == (True, False, []), \
+                (generation, r, r.reasons)
+            assert r.runner == first
+        assert list(h.forge.runners) == [1] and h.forge.ghosts() == []
+
+
+@test
+def sim_env_and_raw_forms_of_one_token_hash_alike():
+    # sed | tail -n1 turns "TOKEN=<t>\n" into "<t>\n", the raw form's bytes.
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        if generation == "tokenhash":
+            h.write(REG + "\n")
+            r = h.sim.boot()
+            assert (r.works, r.registered) == (True, False), (r, r.reasons)
+            assert not any("deprecated" in line for line in r.log), r.log
+        h.write(REG)                         # no newline: other bytes
+        r = h.sim.boot()
+        assert r.registered == (generation == "tokenhash"), (r, r.reasons)
+        assert r.works, r
+
+
+@test
+def sim_changed_token_reregisters_only_under_tokenhash():
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        new = h.forge.reset_token()
+        h.write("TOKEN=%s\n" % new)
+        r = h.sim.boot()
+        if generation == "labels":
+            assert (r.works, r.registered) == (True, False), r
+            assert h.runner()["id"] == 1
+        else:
+            assert (r.works, r.registered, r.reasons) == (
+                True, True, ["token hash changed"]), (r, r.reasons)
+            assert h.runner()["id"] == 2 and h.forge.ghosts() == [1]
+            assert open(h.sim.token_hash_file, "rb").read() == \
+                hashlib.sha256((new + "\n").encode()).hexdigest().encode()
+
+
+@test
+def sim_placeholder_after_a_label_change_leaves_the_runner_down():
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        h.write("TOKEN=placeholder\n")
+        h.sim.labels = ["native:host", "big:host"]
+        r = h.sim.boot()
+        assert (r.works, r.registered, r.register_ok) == (True and False,
+                                                          True, False), r
+        assert "labels changed" in r.reasons, r.reasons
+        assert r.why == "registration file not found", r.why
+        assert not os.path.lexists(h.sim.runner_file) and r.runner is None
+        # Bookkeeping is written although register failed.
+        assert open(h.sim.labels_file, "rb").read() == \
+            b"big:host\nnative:host\n"
+        if generation == "tokenhash":
+            assert open(h.sim.token_hash_file, "rb").read() == \
+                hashlib.sha256(b"placeholder\n").hexdigest().encode()
+        # Still down on the next boot with the same bytes: .runner missing.
+        r = h.sim.boot()
+        assert (r.works, r.registered, r.register_ok) == (False, True, False)
+        # The real token brings it back, under a new id.
+        h.write("TOKEN=%s\n" % REG)
+        r = h.sim.boot()
+        assert r.works and h.runner()["id"] == 2, r
+        assert h.runner()["labels"] == ["native:host", "big:host"]
+        assert h.forge.ghosts(current_id=2) == [1]
+
+
+@test
+def sim_placeholder_design_breaks_the_tokenhash_generation():
+    # FORGE-API.md: TOKEN=<real> then TOKEN=placeholder flips the hash.
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        h.write("TOKEN=placeholder\n")
+        r = h.sim.boot()
+        if generation == "labels":
+            assert (r.works, r.registered) == (True, False), r
+        else:
+            assert (r.works, r.registered, r.register_ok) == (
+                False, True, False), r
+            assert r.why == "registration file not found"
+
+
+@test
+def sim_token_file_forms():
+    # A raw token: under EnvironmentFile= it sets no TOKEN, so register gets
+    # an empty token; under LoadCredential= it is the token.
+    for generation, h in hosts():
+        h.write(REG + "\n")
+        r = h.sim.boot()
+        assert r.registered and r.works == (generation == "tokenhash"), \
+            (generation, r, r.log)
+        if generation == "labels":
+            assert r.log[-2:] == ["register: token is empty",
+                                  "daemon: registration file not found"], \
+                r.log
+    for generation, h in hosts():
+        h.write("# made by hand\n  TOKEN=stale\n TOKEN = %s  \n" % REG)
+        r = h.sim.boot()
+        # EnvironmentFile: the last TOKEN wins, whitespace stripped. The
+        # tokenhash sed needs "TOKEN=" right after the leading space: it
+        # takes "stale".
+        assert r.works == (generation == "labels"), (generation, r, r.log)
+
+
+@test
+def sim_missing_token_file_stops_the_unit():
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        before = open(h.sim.runner_file).read()
+        os.unlink(h.token_file)
+        h.sim.labels = ["changed:host"]
+        r = h.sim.boot()
+        assert (r.unit_started, r.works, r.registered) == (False, False,
+                                                          False), r
+        assert ("EnvironmentFile=" if generation == "labels"
+                else "LoadCredential=") in r.why, r.why
+        assert open(h.sim.runner_file).read() == before
+        assert h.forge.status(1) == "offline"   # its daemon is not running
+    for generation, h in hosts():
+        h.write(b"TOKEN=\xff\n")                 # systemd refuses the file
+        r = h.sim.boot()
+        assert r.unit_started == (generation == "tokenhash"), r
+
+
+@test
+def sim_forge_down_keeps_or_loses_runner():
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        h.forge.down()
+        r = h.sim.boot()                     # nothing to re-register
+        assert (r.works, r.registered, r.why) == (False, False,
+                                                  "forge down"), r
+        assert h.runner()["id"] == 1
+        h.sim.labels = ["native:host", "more:host"]
+        r = h.sim.boot()                     # must re-register: it cannot
+        assert (r.works, r.registered, r.register_ok) == (False, True,
+                                                          False), r
+        assert h.runner() is None
+        h.forge.up()
+        r = h.sim.boot()                     # .runner missing: registers
+        assert r.works and r.reasons == ["no .runner"], (r, r.reasons)
+        assert h.runner()["id"] == 2
+
+
+@test
+def sim_wiped_forge_reuses_the_id():
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        new = h.forge.wipe()
+        other = h.forge.register(new, "someone-else")
+        assert other["id"] == 1
+        r = h.sim.boot()
+        assert (r.works, r.registered) == (False, False), r
+        assert r.why.startswith("unregistered runner"), r.why
+        h.write("TOKEN=%s\n" % new)
+        r = h.sim.boot()
+        assert r.works == (generation == "tokenhash"), r   # hash changed
+        os.unlink(h.sim.runner_file)         # what the tool would do
+        r = h.sim.boot()
+        assert r.works and h.runner()["id"] in (2, 3), r
+
+
+@test
+def sim_daemon_puts_others_of_its_name_offline():
+    for generation, h in hosts(flavour="gitea124"):
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        stranger = h.forge.register(REG, "stranger")["id"]
+        h.forge.set_status(stranger, "idle")
+        h.sim.labels = ["native:host", "x:host"]
+        r = h.sim.boot()
+        assert r.works and h.runner()["id"] == 3, r
+        assert "ephemeral" in h.runner(), h.runner()
+        assert h.forge.status(1) == "offline" and h.forge.status(3) == "idle"
+        assert h.forge.status(stranger) == "idle"
+        assert h.forge.ghosts(current_id=3, name="hive") == [1]
+        h.sim.stop()
+        assert h.forge.status(3) == "offline"
+
+
+@test
+def sim_corrupt_runner_file():
+    for generation, h in hosts():
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        with open(h.sim.runner_file, "w") as fh:
+            fh.write('{"id": 1, "uuid": ')     # truncated by a crash
+        r = h.sim.boot()
+        assert (r.works, r.registered, r.why) == (
+            False, False, "failed to load registration file"), r
+
+
+@test
+def environment_file_parsing():
+    parse = runner_sim.parse_environment_file
+    cases = [
+        (b"TOKEN=abc\n", {"TOKEN": "abc"}),
+        (b"TOKEN=abc", {"TOKEN": "abc"}),
+        (b"abc\n", {}),
+        (b"abc", {}),
+        (b"placeholder\n", {}),
+        (b"# TOKEN=x\n;TOKEN=y\n", {}),
+        (b"  TOKEN  =  a b  \n", {"TOKEN": "a b"}),
+        (b"TOKEN=a\nTOKEN=b\n", {"TOKEN": "b"}),
+        (b"TOKEN='a b' \n", {"TOKEN": "a b"}),
+        (b'TOKEN="a\\"b\\x"\n', {"TOKEN": 'a"b\\x'}),
+        (b"TOKEN=a\\\nb\n", {"TOKEN": "ab"}),
+        (b"TOKEN=a\\ \n", {"TOKEN": "a "}),
+        (b"TOKEN=\n", {"TOKEN": ""}),
+        (b"TOKEN-X=1\n1A=2\nB=3\n", {"B": "3"}),
+        (b"# comment \\\nTOKEN=x\n", {"TOKEN": "x"}),
+        (b"TOKEN=a\r\nX=b\r\n", {"TOKEN": "a", "X": "b"}),
+    ]
+    for data, want in cases:
+        got = parse(data)
+        assert got == want, (data, got, want)
+    try:
+        parse(b"TOKEN=\xff\n")
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("accepted invalid UTF-8")
+
+
+@test
+def token_credential_extraction():
+    extract = runner_sim.extract_token_file
+    cases = [
+        (b"TOKEN=abc\n", b"abc\n", True),
+        (b"TOKEN=abc", b"abc", True),
+        (b"abc\n", b"abc\n", False),
+        (b"\t TOKEN=a\nTOKEN=b\n", b"b\n", True),
+        (b"TOKEN=q\nTOKEN=", b"q\n", True),   # tail -n1 skips the empty end
+        (b"x TOKEN=a\n", b"x TOKEN=a\n", False),
+        (b"", b"", False),
+    ]
+    for data, want, deprecated in cases:
+        assert extract(data) == (want, deprecated), (data, extract(data))
+
+
+@test
+def in_root_resolves_symlinks_inside_the_root():
+    with tempfile.TemporaryDirectory() as d:
+        os.makedirs(os.path.join(d, "var/lib/private/x"))
+        os.symlink("/var/lib/private", os.path.join(d, "var/lib/abs"))
+        os.symlink("../../../../..", os.path.join(d, "var/lib/private/x/up"))
+        got = runner_sim.in_root(d, "/var/lib/abs/x/up/etc")
+        assert got == os.path.join(d, "etc"), got
+        loop = os.path.join(d, "loop")
+        os.symlink("loop", loop)
+        try:
+            runner_sim.in_root(d, "/loop/x")
+        except OSError:
+            pass
+        else:
+            raise AssertionError("followed a loop forever")
+        assert runner_sim.in_root(d, "/loop", follow_last=False) == loop
 
 
 # -- auth ---------------------------------------------------------------------
@@ -582,17 +1337,38 @@ def cli():
             check_json(*request(cli_forge, V1 + "/admin/runners/"
                                 "registration-token"), 200, {"token": REG})
             request(cli_forge, V1 + "/x?token=" + ADMIN, token="bad")
+            # SIGUSR1 takes it down, SIGUSR2 brings it back on the same port.
+            proc.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 1).close()
+                except ConnectionRefusedError:
+                    break
+                assert time.monotonic() < deadline, "still up"
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGUSR2)
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 1).close()
+                    break
+                except ConnectionRefusedError:
+                    assert time.monotonic() < deadline, "not up again"
+                    time.sleep(0.02)
+            check_json(*request(cli_forge, V1 + "/admin/actions/runners/4"),
+                       200, {"uuid": "uuid-4"})
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(5) == 0
             err = proc.stderr.read().decode()
             assert err == "forge: listening on http://127.0.0.1:%d " \
-                "(flavour f15)\n" % port, err
+                "(flavour f15)\nforge: down\nforge: up\n" % port, err
             with open(log) as f:
                 lines = f.read().splitlines()
             assert lines == [
                 "GET /api/v1/admin/actions/runners/4 -> 200",
                 "GET /api/v1/admin/runners/registration-token -> 200",
-                "GET /api/v1/x -> 401"], lines
+                "GET /api/v1/x -> 401",
+                "GET /api/v1/admin/actions/runners/4 -> 200"], lines
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -66,6 +66,11 @@ stopped the unit before ExecStartPre), reasons (why it re-registered:
 "ok", or why the runner does not work), runner (the `.runner` dict after
 the boot, or None), log (what the unit would print, without secrets).
 
+Helpers: parse_environment_file(bytes) -> dict (systemd's EnvironmentFile=
+parser; ValueError for invalid UTF-8), extract_token_file(bytes) -> (bytes,
+deprecated form used) (the tokenhash script's grep/sed/tail), runner_json(dict)
+-> str (`.runner` text), in_root(root, path, follow_last=True) -> host path.
+
 The container layout is DynamicUser's: the state is in
 <root>/var/lib/private/gitea-runner/<instance>/ and
 <root>/var/lib/gitea-runner is the relative symlink private/gitea-runner.
@@ -499,7 +504,8 @@ class RunnerModule:
         try:
             os.makedirs(self._host(self.instance_dir), exist_ok=True)
         except OSError as e:
-            result.log.append("mkdir: %s: %s" % (self.instance_dir, e.strerror))
+            result.log.append("mkdir: %s: %s" % (self.instance_dir,
+                                                 e.strerror))
         labels_file = self.instance_dir + "/.labels"
         wanted = self._labels_wanted()
         current = self._cat(labels_file, b"0")
@@ -584,8 +590,8 @@ class RunnerModule:
             result.log.append("daemon: " + reason)
             return
         runner_id = registration["id"]
-        with self.forge._data:
-            self._all_offline()
-            self.forge.set_status(runner_id, "idle")
+        # boot() stopped the previous daemon: the others of this name are
+        # offline already.
+        self.forge.set_status(runner_id, "idle")
         result.works, result.why = True, "ok"
         result.log.append("daemon: runner %d is online" % runner_id)
