@@ -130,8 +130,10 @@ int container_open_runner(const char *root, const char *path, struct runner_file
 		return -ENOMEM;
 
 	fd = openat2_in_root(root_fd, dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (fd == -ENOENT || fd == -ENOTDIR || fd == -ELOOP)
-		return 0; /* no such directory, so no .runner */
+	/* A directory that cannot be reached (missing, not a directory, a link
+	 * loop, a component longer than NAME_MAX) holds no .runner. */
+	if (fd == -ENOENT || fd == -ENOTDIR || fd == -ELOOP || fd == -ENAMETOOLONG)
+		return 0;
 	if (fd < 0)
 		return fd;
 	rf->dir_fd = fd;
