@@ -1,7 +1,9 @@
 /* hive-ci-prefetch: decide whether the CI runner's saved credentials are
  * still good and, if not, fetch a fresh registration token from the forge. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sysexits.h>
 
@@ -36,6 +38,17 @@ static void print_json(const struct outcome *out, bool dry_run)
 	}
 }
 
+/* Flushes stdout; on failure says so in one line and returns status, or
+ * EX_IOERR when status was EX_OK (a failed run keeps its own status). */
+static int flush_stdout(int status)
+{
+	errno = 0;
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return status;
+	log_error("cannot write to standard output: %s", strerror(errno ? errno : EIO));
+	return status == EX_OK ? EX_IOERR : status;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
@@ -49,10 +62,10 @@ int main(int argc, char **argv)
 	switch (options_parse(argc, argv, &o, err, sizeof(err))) {
 	case OPTIONS_HELP:
 		options_usage(stdout);
-		return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
+		return flush_stdout(EX_OK);
 	case OPTIONS_VERSION:
 		puts(PROGRAM_NAME " " VERSION);
-		return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
+		return flush_stdout(EX_OK);
 	case OPTIONS_BAD:
 		log_error("%s (see --help)", err);
 		return EX_USAGE;
@@ -69,7 +82,5 @@ int main(int argc, char **argv)
 		print_json(&out, o.dry_run);
 	else if (o.dry_run && out.exit_status == EX_OK)
 		puts(out.reason);
-	if (fflush(stdout) != 0 && out.exit_status == EX_OK)
-		return EX_IOERR;
-	return out.exit_status;
+	return flush_stdout(out.exit_status);
 }
