@@ -23,7 +23,7 @@ override LDFLAGS += -Wl,-z,relro,-z,now
 
 B = build
 # The pure parts: unit-tested and fuzzed without a network or a filesystem.
-PURE_SRCS = src/answer.c src/options.c src/runner.c src/token.c
+PURE_SRCS = src/answer.c src/options.c src/runner.c src/token.c src/utf8.c
 # The state file's list rules are pure too; its file I/O comes along.
 UNIT_SRCS = $(PURE_SRCS) src/state.c src/atomic.c src/fileio.c
 SRCS      = $(PURE_SRCS) src/atomic.c src/container.c src/fileio.c src/flow.c src/forge.c src/log.c \

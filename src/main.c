@@ -1,6 +1,7 @@
 /* hive-ci-prefetch: decide whether the CI runner's saved credentials are
  * still good and, if not, fetch a fresh registration token from the forge. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,30 +13,47 @@
 #include "flow.h"
 #include "log.h"
 #include "options.h"
+#include "utf8.h"
 #include "wipe_alloc.h"
 
 #ifndef VERSION
 #define VERSION "unknown"
 #endif
 
+/* Prints the outcome as one JSON object.  The reason may hold bytes of a
+ * path that are not UTF-8, or a character cut by its buffer: it is made
+ * valid first, as JSON must be, so the object is always printed. */
 static void print_json(const struct outcome *out, bool dry_run)
 {
+	char reason[sizeof(out->reason) * 3];
 	json_t *deleted = json_array();
 	json_t *j;
 
+	utf8_sanitize(reason, sizeof(reason), out->reason);
 	for (size_t i = 0; i < out->n_deleted; i++)
 		json_array_append_new(deleted, json_integer(out->deleted[i]));
 	j = json_pack("{s:s, s:s, s:o, s:s, s:o, s:i, s:b}", "action", action_name(out->action),
-		      "reason", out->reason, "runner_id",
+		      "reason", reason, "runner_id",
 		      out->runner_id ? json_integer(out->runner_id) : json_null(), "token",
 		      token_source_name(out->token), "deleted", deleted, "exit", out->exit_status,
 		      "dry_run", dry_run);
-
-	if (j) {
-		json_dumpf(j, stdout, JSON_COMPACT);
-		fputc('\n', stdout);
-		json_decref(j);
+	if (!j) { /* out of memory: the same object, by hand, without its sentence */
+		printf("{\"action\":\"%s\",\"reason\":\"\",\"runner_id\":",
+		       action_name(out->action));
+		if (out->runner_id)
+			printf("%" PRId64, out->runner_id);
+		else
+			fputs("null", stdout);
+		printf(",\"token\":\"%s\",\"deleted\":[", token_source_name(out->token));
+		for (size_t i = 0; i < out->n_deleted; i++)
+			printf("%s%" PRId64, i ? "," : "", out->deleted[i]);
+		printf("],\"exit\":%d,\"dry_run\":%s}\n", out->exit_status,
+		       dry_run ? "true" : "false");
+		return;
 	}
+	json_dumpf(j, stdout, JSON_COMPACT);
+	fputc('\n', stdout);
+	json_decref(j);
 }
 
 /* Flushes stdout; on failure says so in one line and returns status, or

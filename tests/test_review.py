@@ -1,6 +1,7 @@
 """Findings of the outside attack review (issue 12).  Each case is named
 after the finding it pins and failed on the code the review ran against."""
 
+import json
 import os
 import subprocess
 
@@ -53,3 +54,35 @@ def failed_write_to_stdout_is_said_on_stderr(env):
     assert lines[-1] == ("hive-ci-prefetch: cannot write to standard output: "
                          "No space left on device"), lines
     assert len(lines) == 2, lines
+
+
+# -- 3. --json prints its object whatever bytes the reason holds ------------------
+
+def json_of_dry_run(env, runner_inside):
+    """A malformed .runner at runner_inside (bytes): the dry run's reason
+    names the path.  Returns the parsed object; stdout must be UTF-8."""
+    host = os.path.join(os.fsencode(env.root), runner_inside.lstrip(b"/"))
+    os.makedirs(os.path.dirname(host), exist_ok=True)
+    with open(host, "w") as fh:
+        fh.write("not json\n")
+    argv = env.args(None, "--dry-run", "--json", "-q")
+    argv = [a for a in argv if not a.startswith("--runner-file=")]
+    argv.append(b"--runner-file=" + runner_inside)
+    p = subprocess.run(argv, capture_output=True, env=run_env(None), timeout=30)
+    assert p.returncode == 0, p
+    assert p.stdout.count(b"\n") == 1, p
+    obj = json.loads(p.stdout.decode("utf-8"))  # strict: invalid UTF-8 raises
+    assert obj["action"] == "reregister" and obj["exit"] == 0, obj
+    assert obj["reason"].endswith("would delete .runner and fetch a registration token"), obj
+    return obj
+
+
+@case
+def json_is_printed_when_the_reason_is_not_utf8(env):
+    obj = json_of_dry_run(env, b"/var/lib/hive\xff/.runner")
+    assert obj["reason"].startswith("/var/lib/hive\ufffd/.runner is malformed"), obj
+    # The sentence about the file is cut at a fixed size; with an odd
+    # prefix before 2-byte characters, the cut falls inside one of them.
+    obj = json_of_dry_run(env, b"/a" + "\u00e9".encode() * 127 + b"/.runner")
+    cause = obj["reason"].split(": would delete", 1)[0]
+    assert cause == "/a" + "\u00e9" * 126 + "\ufffd", obj  # cut byte 255 replaced
