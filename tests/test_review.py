@@ -4,9 +4,11 @@ after the finding it pins and failed on the code the review ran against."""
 import json
 import os
 import subprocess
+import time
 
-from harness import REG, UUID, case, expect, paths_seen, run_env
+from harness import REG, UUID, Result, case, expect, paths_seen, run_env
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 TOKEN_LINE = "TOKEN=%s\n" % REG
 DESIGN_TOKEN = "/api/v1/admin/runners/registration-token"
 
@@ -86,3 +88,56 @@ def json_is_printed_when_the_reason_is_not_utf8(env):
     obj = json_of_dry_run(env, b"/a" + "\u00e9".encode() * 127 + b"/.runner")
     cause = obj["reason"].split(": would delete", 1)[0]
     assert cause == "/a" + "\u00e9" * 126 + "\ufffd", obj  # cut byte 255 replaced
+
+
+# -- 1. no request is sent after the deadline ---------------------------------
+
+SHIM = os.path.join(HERE, "..", "build", "sleep_overshoot.so")
+TRICKLE = {"mode": "endless", "chunk": "A", "interval": 0.1}  # 10 B/s: never "too slow"
+SLACK = 0.25  # the man page promises 0.1 s; the rest is process start and exit
+
+
+def run_bounded(env, argv, bound, env_extra=None):
+    """Runs argv; kills it once it overruns bound seconds by far."""
+    start = time.monotonic()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=run_env(env_extra), text=True, errors="replace")
+    try:
+        out, err = p.communicate(timeout=bound + 3)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        raise AssertionError("still running %.1f s after its bound:\n%s" % (bound + 3, err))
+    r = Result(p.returncode, out, err, time.monotonic() - start)
+    env.assert_no_leak(r)
+    return r
+
+
+@case
+def no_request_after_the_deadline_when_a_sleep_overshoots(env):
+    if not os.path.exists(SHIM):
+        raise AssertionError("build/sleep_overshoot.so missing: run make check")
+    f = env.forge()
+    # Busy, then a body that trickles for ever.  The 100 ms wait after the
+    # 503 overshoots by 1 s, past the 1 s deadline: nothing more may be sent.
+    f.script("token", {"status": 503, "body": {"message": "busy"}}, TRICKLE)
+    extra = {"LD_PRELOAD": os.path.abspath(SHIM), "HCP_SLEEP_OVERSHOOT_MS": "1000",
+             "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+    r = run_bounded(env, env.args(f, "-v", retry_timeout="1"), 1.1, extra)
+    expect(r, 75)
+    assert paths_seen(f) == [DESIGN_TOKEN], "asked after the deadline: %s" % paths_seen(f)
+    assert r.elapsed < 1.1 + SLACK, r
+    env.assert_output("TOKEN=placeholder\n")
+
+
+@case
+def no_request_after_the_deadline_on_the_next_route(env):
+    # The first token route answers "no such route" just before the 1 s
+    # deadline; the second trickles.  The second route's first request gets
+    # only what is left, not a second second of its own.
+    f = env.forge("f15")
+    f.script("token", {"status": 404, "body": "404 page not found\n", "delay": 0.9}, TRICKLE)
+    r = run_bounded(env, env.args(f, retry_timeout="1"), 1.0)
+    expect(r, 75)
+    assert len(f.requests) == 2, paths_seen(f)
+    assert r.elapsed < 1.0 + SLACK, r
