@@ -286,6 +286,8 @@ static enum step step_runner(struct flow *fl)
 		return fail(fl, EX_OSERR,
 			    "the kernel has no openat2(2): cannot resolve %s safely inside %s",
 			    path, o->container_root);
+	if (r == -ENOMEDIUM && fl->forge)
+		return fail(fl, EX_IOERR, "/proc is not mounted: cannot read %s safely", path);
 	if (r < 0 && fl->forge)
 		return fail(fl, EX_IOERR, "cannot read %s inside %s: %s", path, o->container_root,
 			    strerror(-r));

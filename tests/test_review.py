@@ -1,12 +1,18 @@
 """Findings of the outside attack review (issue 12).  Each case is named
 after the finding it pins and failed on the code the review ran against."""
 
+import ctypes
 import json
 import os
+import shutil
+import stat
+import struct
 import subprocess
+import threading
 import time
 
-from harness import REG, UUID, Result, case, expect, paths_seen, run_env
+from harness import (REG, UUID, Result, Skip, case, expect, needs_root, paths_seen,
+                     run_env)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOKEN_LINE = "TOKEN=%s\n" % REG
@@ -141,3 +147,134 @@ def no_request_after_the_deadline_on_the_next_route(env):
     expect(r, 75)
     assert len(f.requests) == 2, paths_seen(f)
     assert r.elapsed < 1.0 + SLACK, r
+
+
+# -- 2. the object checked is the object read: no device, no FIFO is opened --------
+#
+# The observable is inotify's IN_OPEN on the decoy's inode: any open(2) of it
+# that succeeds, whatever its mode, reports one, and the decoy is watched by
+# inode, wherever the racing renames move it.  An O_PATH open, which opens
+# nothing, reports none since Linux 6.5; on a kernel that does report it the
+# observable cannot tell the two apart, and the case skips.
+
+_libc = ctypes.CDLL(None, use_errno=True)
+IN_OPEN = 0x20
+RENAME_EXCHANGE = 2
+RACE_RUNS, RACE_SECONDS = 100, 3.0  # old code opened the decoy in 4-10 of 100
+
+
+class OpenWatch:
+    """Counts IN_OPEN events on one inode."""
+
+    def __init__(self, path):
+        self.fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0 or _libc.inotify_add_watch(self.fd, os.fsencode(path), IN_OPEN) < 0:
+            raise OSError(ctypes.get_errno(), "inotify")
+
+    def opens(self):
+        n = 0
+        while True:
+            try:
+                buf = os.read(self.fd, 4096)
+            except BlockingIOError:
+                return n
+            off = 0
+            while off < len(buf):
+                _, mask, _, length = struct.unpack_from("iIII", buf, off)
+                n += bool(mask & IN_OPEN)
+                off += 16 + length
+
+    def close(self):
+        os.close(self.fd)
+
+
+def assert_swapped_in_decoy_is_never_opened(env, make_decoy):
+    d = os.path.dirname(env.runner)
+    os.makedirs(d)
+    env.write_runner()
+    decoy = os.path.join(d, "decoy")
+    make_decoy(decoy)
+    watch = OpenWatch(decoy)
+    try:
+        # The observable must see a real open and must not see O_PATH.
+        os.close(os.open(decoy, os.O_PATH))
+        if watch.opens():
+            raise Skip("needs Linux 6.5 (inotify reports O_PATH opens here)")
+        os.close(os.open(decoy, os.O_RDONLY | os.O_NONBLOCK))
+        assert watch.opens() == 1, "inotify does not see an open of the decoy"
+
+        stop = threading.Event()
+        swaps = [0]
+
+        def racer():
+            a, b, exchange = os.fsencode(env.runner), os.fsencode(decoy), _libc.renameat2
+            while not stop.is_set():
+                for _ in range(100):
+                    exchange(-100, a, -100, b, RENAME_EXCHANGE)
+                swaps[0] += 100
+
+        t = threading.Thread(target=racer, daemon=True)
+        t.start()
+        seen, opened, runs = set(), 0, 0
+        deadline = time.monotonic() + RACE_SECONDS
+        try:
+            while runs < RACE_RUNS and time.monotonic() < deadline:
+                # A dry run changes nothing; the forge is down, so a regular
+                # .runner is kept unverified at once.
+                r = env.run(None, "--dry-run", timeout=10)
+                expect(r, 0)
+                seen.add("regular" if "would keep" in r.stdout else
+                         "not regular" if "is not a regular file" in r.stdout else r.stdout)
+                opened += watch.opens()
+                runs += 1
+        finally:
+            stop.set()
+            t.join()
+        assert opened == 0, "the decoy was opened in %d of %d runs" % (opened, runs)
+        assert seen == {"regular", "not regular"}, "the race never ran: %s" % seen
+        assert swaps[0] > runs, swaps
+    finally:
+        watch.close()
+
+
+@case(slow=True)
+def fifo_swapped_in_by_a_race_is_never_opened(env):
+    assert_swapped_in_decoy_is_never_opened(env, os.mkfifo)
+
+
+@case(slow=True)
+def device_swapped_in_by_a_race_is_never_opened(env):
+    needs_root()
+
+    def make_device(p):
+        try:
+            os.mknod(p, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null
+        except PermissionError:  # uid 0 in a user namespace
+            raise Skip("needs root")
+        try:
+            os.close(os.open(p, os.O_RDONLY))
+        except PermissionError:  # a nodev mount: nothing could open it
+            raise Skip("needs a file system that allows device nodes")
+
+    assert_swapped_in_decoy_is_never_opened(env, make_device)
+
+
+@case
+def without_proc_runner_is_not_read_by_name(env):
+    # No /proc: the checked inode cannot be reopened, and the name is never
+    # opened instead (fail closed): .runner stays, 74.
+    needs_root()
+    if not shutil.which("unshare"):
+        raise Skip("needs unshare")
+    env.write_runner()
+    f = env.forge(runners={})
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount -t tmpfs none /proc && exec "$@"', "sh"] + env.args(f)
+    r = env.run(argv=argv)
+    if "mount:" in r.stderr or "unshare:" in r.stderr:
+        raise Skip("needs root (mount namespaces)")
+    expect(r, 74)
+    assert "/proc is not mounted" in r.stderr, r
+    assert env.runner_kept()
+    assert f.requests == [], f.requests
+    env.assert_output("TOKEN=placeholder\n")
