@@ -2,9 +2,11 @@
 after the finding it pins and failed on the code the review ran against."""
 
 import ctypes
+import fcntl
 import json
 import os
 import shutil
+import signal
 import stat
 import struct
 import subprocess
@@ -278,3 +280,56 @@ def without_proc_runner_is_not_read_by_name(env):
     assert env.runner_kept()
     assert f.requests == [], f.requests
     env.assert_output("TOKEN=placeholder\n")
+
+
+# -- 5. no one but root can hold the output's lock --------------------------------
+
+@case
+def output_lock_cannot_be_held_by_another_user(env):
+    f = env.forge()
+    out_dir = os.path.dirname(env.output)
+    os.makedirs(out_dir)
+    os.chmod(out_dir, 0o755)
+    # Any user who can open the 0755 directory can flock it: that was the lock.
+    holder = hold_flock_as_nobody(out_dir)
+    try:
+        r = run_bounded(env, env.args(f), 2)
+        expect(r, 0)
+        env.assert_output(TOKEN_LINE)
+    finally:
+        os.kill(holder, signal.SIGKILL)
+        os.waitpid(holder, 0)
+    # What is locked now is a file only its owner (root) can open.
+    lock = os.path.join(out_dir, "." + os.path.basename(env.output) + ".lock")
+    st = os.lstat(lock)
+    assert stat.S_ISREG(st.st_mode) and st.st_mode & 0o777 == 0o600, oct(st.st_mode)
+    assert st.st_uid == os.geteuid()
+    # A lock file someone else could have opened is refused, not waited on.
+    os.chmod(lock, 0o644)
+    r = run_bounded(env, env.args(f), 2)
+    expect(r, 73)
+    env.assert_output(TOKEN_LINE)
+
+
+def hold_flock_as_nobody(path):
+    """Forks a process that, as nobody when we are root, opens path and
+    holds an exclusive flock on it until killed.  Returns its pid."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(w, b"locked")
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 16)
+    os.close(r)
+    assert got == b"locked", "the holder could not lock %s" % path
+    return pid
