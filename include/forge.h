@@ -19,6 +19,11 @@ struct forge;
  * forge_free); cfg need not outlive the call.  Returns 0 or -errno. */
 int forge_new(const struct forge_config *cfg, struct forge **out);
 
+/* Checks that the --ca-file can be used, before any request: it opens for
+ * reading and is a regular file.  Returns 0 or -errno (-EISDIR for a
+ * directory, -EINVAL for another kind of file). */
+int forge_check_ca_file(const char *path);
+
 /* Wipes and frees everything the client holds.  NULL is fine. */
 void forge_free(struct forge *f);
 

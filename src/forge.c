@@ -10,11 +10,13 @@
  *  4. No request runs past the caller's deadline.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -170,6 +172,45 @@ static void set_method(CURL *c, const char *method)
 	}
 }
 
+/* TLS failures that asking again cannot fix: the forge's certificate or
+ * our trust in it (a handshake cut short, CURLE_SSL_CONNECT_ERROR, may be a
+ * forge restarting, and is not among them). */
+static bool tls_is_permanent(CURLcode e)
+{
+	switch (e) {
+	case CURLE_PEER_FAILED_VERIFICATION: /* untrusted, expired, wrong host name */
+	case CURLE_SSL_CACERT_BADFILE:	     /* the CA file holds no usable certificate */
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_CRL_BADFILE:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_INVALIDCERTSTATUS:
+	case CURLE_SSL_ENGINE_NOTFOUND:
+	case CURLE_SSL_ENGINE_SETFAILED:
+	case CURLE_SSL_ENGINE_INITFAILED:
+		return true;
+	default:
+		return false;
+	}
+}
+
+int forge_check_ca_file(const char *path)
+{
+	_cleanup_(closep) int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	struct stat st;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (S_ISDIR(st.st_mode))
+		return -EISDIR;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	return 0;
+}
+
 static void request(struct forge *f, const char *method, const char *path, int64_t timeout_ms,
 		    struct forge_answer *a)
 {
@@ -202,6 +243,7 @@ static void request(struct forge *f, const char *method, const char *path, int64
 	if (e == CURLE_OK || (e == CURLE_WRITE_ERROR && f->truncated))
 		curl_easy_getinfo(f->curl, CURLINFO_RESPONSE_CODE, &status);
 	a->error = f->error[0] ? f->error : curl_easy_strerror(e);
+	a->tls_failed = !status && tls_is_permanent(e);
 	if (!status)
 		log_debug("%s %s: %s", method, path, a->error);
 

@@ -333,3 +333,76 @@ def hold_flock_as_nobody(path):
     os.close(r)
     assert got == b"locked", "the holder could not lock %s" % path
     return pid
+
+
+# -- 8. permanent TLS and configuration errors are not "no answer" ----------------
+
+CA = os.path.join(HERE, "tls", "ca.crt")
+OLD_OUTPUT = "TOKEN=OldToken0123456789\n"
+
+
+@case
+def ca_file_missing_or_unreadable_exits_66_before_anything(env):
+    f = env.forge("f15", tls=True)
+    env.write_runner("not json\n")  # read, it would be deleted
+    unreadable = os.path.join(env.dir, "ca-0000.crt")
+    with open(CA) as src, open(unreadable, "w") as dst:
+        dst.write(src.read())
+    os.chmod(unreadable, 0)
+    bad = [os.path.join(env.dir, "no-such-ca.crt"), env.dir]  # missing, a directory
+    if os.geteuid() != 0:  # root reads a mode-0000 file anyway
+        bad.append(unreadable)
+    for i, ca in enumerate(bad):
+        if i == 1:
+            env.write_output(OLD_OUTPUT)
+        r = env.run(f, "--ca-file=" + ca)
+        expect(r, 66)
+        assert r.stderr.splitlines() == [
+            "hive-ci-prefetch: --ca-file %s cannot be read: %s" % (
+                ca, "Is a directory" if ca == env.dir else
+                "No such file or directory" if i == 0 else "Permission denied")], r
+        assert env.runner_kept() and open(env.runner).read() == "not json\n"
+        env.assert_output("TOKEN=placeholder\n" if i == 0 else OLD_OUTPUT)
+    assert f.connections == 0, "asked the forge with an unusable --ca-file"
+
+
+@case
+def tls_verification_failure_is_not_retried_exits_69(env):
+    # Untrusted certificate (no --ca-file): the lookup keeps .runner and the
+    # run fails 69 at once, naming curl's reason; the output follows the
+    # on-failure rule.
+    env.write_runner()
+    f = env.forge("f15", tls=True, runners={})
+    r = env.run(f, retry_timeout="3")
+    expect(r, 69)
+    assert r.elapsed < 1, r
+    assert env.runner_kept()
+    env.assert_output("TOKEN=placeholder\n")
+    assert r.stderr.splitlines() == [
+        "hive-ci-prefetch: TLS with the forge failed: SSL certificate problem: "
+        "unable to get local issuer certificate; keeping .runner"], r
+    assert f.connections == 1 and f.requests == []
+    # The registration token: not asked again until the deadline either.
+    os.unlink(env.runner)
+    env.write_output(OLD_OUTPUT)
+    r = env.run(f, retry_timeout="3")
+    expect(r, 69)
+    assert r.elapsed < 1, r
+    env.assert_output(OLD_OUTPUT)
+    assert "TLS with the forge failed: SSL certificate problem" in r.stderr, r
+    assert f.connections == 2 and f.requests == []
+    # A trusted CA but a certificate for another name: the same.
+    g = env.forge("f15", tls=True, host="127.0.0.2")
+    r = env.run(g, "--ca-file=" + CA, retry_timeout="3")
+    expect(r, 69)
+    assert r.elapsed < 1, r
+    assert "127.0.0.2" in r.stderr, r
+    assert g.connections == 1 and g.requests == []
+    # A CA file that holds no certificate: curl cannot verify anything.
+    junk = os.path.join(env.dir, "junk.crt")
+    with open(junk, "w") as fh:
+        fh.write("not a certificate\n")
+    r = env.run(f, "--ca-file=" + junk, retry_timeout="3")
+    expect(r, 69)
+    assert r.elapsed < 1, r
+    assert junk in r.stderr, r
