@@ -261,7 +261,7 @@ def device_swapped_in_by_a_race_is_never_opened(env):
     assert_swapped_in_decoy_is_never_opened(env, make_device)
 
 
-@case
+@case(sanitize=False)  # LeakSanitizer itself needs /proc
 def without_proc_runner_is_not_read_by_name(env):
     # No /proc: the checked inode cannot be reopened, and the name is never
     # opened instead (fail closed): .runner stays, 74.
