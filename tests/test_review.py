@@ -83,7 +83,7 @@ def json_of_dry_run(env, runner_inside):
     assert p.stdout.count(b"\n") == 1, p
     obj = json.loads(p.stdout.decode("utf-8"))  # strict: invalid UTF-8 raises
     assert obj["action"] == "reregister" and obj["exit"] == 0, obj
-    assert obj["reason"].endswith("would delete .runner and fetch a registration token"), obj
+    assert ": would delete .runner and " in obj["reason"], obj
     return obj
 
 
