@@ -23,7 +23,7 @@ override LDFLAGS += -Wl,-z,relro,-z,now
 
 B = build
 # The pure parts: unit-tested and fuzzed without a network or a filesystem.
-PURE_SRCS = src/answer.c src/options.c src/runner.c src/token.c
+PURE_SRCS = src/answer.c src/options.c src/runner.c src/token.c src/utf8.c
 # The state file's list rules are pure too; its file I/O comes along.
 UNIT_SRCS = $(PURE_SRCS) src/state.c src/atomic.c src/fileio.c
 SRCS      = $(PURE_SRCS) src/atomic.c src/container.c src/fileio.c src/flow.c src/forge.c src/log.c \
@@ -55,6 +55,10 @@ $(B)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(PURE_SRCS) $(wildcard i
 $(B)/json_check: tests/unit/json_check.c | $(B)
 	$(CC) $(CFLAGS) $(DEPS_CFLAGS) -o $@ $< $(DEPS_LIBS)
 
+# LD_PRELOAD shim for the integration tests: sleeps that overshoot.
+$(B)/sleep_overshoot.so: tests/sleep_overshoot.c | $(B)
+	$(CC) $(CFLAGS) -shared -fPIC -o $@ $< -ldl
+
 # The same program with the sanitizers, for a second integration run.
 $(B)/asan/$(PROG): $(SRCS) $(wildcard include/*.h) | $(B)
 	@mkdir -p $(B)/asan
@@ -78,7 +82,8 @@ deps:
 	@sh tests/deps.sh
 
 check: deps
-	@$(MAKE) --no-print-directory $(PROG) $(UNIT) $(REPLAYS) $(B)/json_check $(B)/asan/$(PROG)
+	@$(MAKE) --no-print-directory $(PROG) $(UNIT) $(REPLAYS) $(B)/json_check $(B)/sleep_overshoot.so \
+		$(B)/asan/$(PROG)
 	@$(PYTHON) tests/check.py --binary ./$(PROG) --asan-binary $(B)/asan/$(PROG) $(UNIT) \
 		$(foreach t,$(FUZZERS),--replay $(B)/replay_$(t)=tests/fuzz/corpus/$(t))
 

@@ -16,6 +16,7 @@ struct forge_answer {
 	bool body_truncated;	/* more than ANSWER_BODY_MAX was sent */
 	int64_t retry_after_ms; /* -1: no usable Retry-After */
 	const char *error;	/* status 0: why, for messages (never holds a secret) */
+	bool tls_failed;	/* status 0: TLS failed in a way asking again cannot fix */
 };
 
 enum route_kind {
@@ -30,6 +31,7 @@ enum verdict {
 	VERDICT_NO_ROUTE,      /* 404 without one (a token route: any 404), 405 on a token
 				  or clean-up route: the forge has no such route */
 	VERDICT_NO_ANSWER,     /* refused, reset, timed out */
+	VERDICT_TLS_FAILED,    /* certificate not verified, CA file unusable: permanent */
 	VERDICT_AUTH_REJECTED, /* 401, 403 */
 	VERDICT_TRANSIENT,     /* worth asking again */
 	VERDICT_UNEXPECTED,    /* any other status */

@@ -9,7 +9,8 @@
  * directory, written, fsynced, renamed over path, directory fsynced.  A
  * missing directory is created with dir_mode (its missing parents 0755).
  * With only_if_absent, an existing path, whatever it is, is left exactly as
- * it is.  A lock in the directory serialises concurrent runs; no temporary
+ * it is.  A lock on ".<name>.lock" (mode 0600, kept; refused, -EPERM, when
+ * others could open it) serialises concurrent runs; no temporary
  * survives any return, and stale ones from killed runs are removed.
  * Returns 1 when path was written, 0 when it was left as it was, or
  * -errno.  data may be a secret: nothing here logs. */

@@ -24,8 +24,10 @@ struct runner_file {
 
 /* Opens the container root once and resolves the directory of path (absolute,
  * inside the container) with openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS),
- * then opens the last component itself without following it.  Returns 0
- * with *rf filled, -ENOSYS when the kernel has no openat2, or -errno. */
+ * then opens the last component itself without following it (O_PATH) and
+ * reads it only if that is a regular file, reopened through /proc/self/fd.
+ * Returns 0 with *rf filled, -ENOSYS when the kernel has no openat2,
+ * -ENOMEDIUM when /proc is not mounted, or -errno. */
 int container_open_runner(const char *root, const char *path, struct runner_file *rf);
 
 /* Removes the file (the link itself, never a target) with unlinkat on the

@@ -19,6 +19,11 @@ struct forge;
  * forge_free); cfg need not outlive the call.  Returns 0 or -errno. */
 int forge_new(const struct forge_config *cfg, struct forge **out);
 
+/* Checks that the --ca-file can be used, before any request: it opens for
+ * reading and is a regular file.  Returns 0 or -errno (-EISDIR for a
+ * directory, -EINVAL for another kind of file). */
+int forge_check_ca_file(const char *path);
+
 /* Wipes and frees everything the client holds.  NULL is fine. */
 void forge_free(struct forge *f);
 
@@ -26,8 +31,12 @@ void forge_free(struct forge *f);
  * (under /api/v1), asking again while the answer is retryable for
  * kind and the monotonic deadline (ms) has not passed: backoff starts at
  * 100 ms and doubles up to 200 ms, a Retry-After is honoured but clamped to
- * the time left, and no request runs past the deadline.  The last answer is
- * left in *a (its body is valid until the next call); the verdict is
- * returned.  A retryable verdict comes back only when the deadline passed. */
+ * the time left, and no request runs past the deadline or starts after it.
+ * The deadline is moved to at least 1 s after the first call that names it,
+ * so that even a deadline of "now" asks once; later calls with the same
+ * deadline (the next route) share that second.  The last answer is left in
+ * *a (its body is valid until the next call); the verdict is returned.  A
+ * retryable verdict comes back only when the deadline passed; when it had
+ * passed before anything was asked, that is VERDICT_NO_ANSWER. */
 enum verdict forge_ask(struct forge *f, const char *method, const char *path, enum route_kind kind,
 		       int64_t deadline_ms, struct forge_answer *a);

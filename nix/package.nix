@@ -38,6 +38,7 @@ stdenv.mkDerivation {
           "py"
           "sh"
         ] ../tests)
+        ../tests/sleep_overshoot.c # LD_PRELOAD shim built by make check
         (withExt [ "c" ] ../tests/unit)
         (withExt [ "c" ] ../tests/fuzz)
         ../tests/fuzz/corpus

@@ -29,7 +29,7 @@ enum verdict answer_classify(const struct forge_answer *a, enum route_kind kind)
 	long s = a->status;
 
 	if (s == 0)
-		return VERDICT_NO_ANSWER;
+		return a->tls_failed ? VERDICT_TLS_FAILED : VERDICT_NO_ANSWER;
 	if (s == 200)
 		return VERDICT_OK;
 	if (s == 401 || s == 403)
@@ -102,6 +102,8 @@ const char *verdict_name(enum verdict v)
 		return "no such route";
 	case VERDICT_NO_ANSWER:
 		return "no answer";
+	case VERDICT_TLS_FAILED:
+		return "TLS failed";
 	case VERDICT_AUTH_REJECTED:
 		return "admin token rejected";
 	case VERDICT_TRANSIENT:

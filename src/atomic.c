@@ -3,8 +3,11 @@
  * A reader (the container's bind mount, systemd, the next boot) must never
  * see a partial file, whenever this process dies: the new contents go to a
  * temporary in the same directory, are fsynced, and renamed over the target.
- * A flock on the directory serialises concurrent runs, which is also what
- * makes it safe to remove temporaries left by a run that was killed. */
+ * A flock on a lock file next to the target serialises concurrent runs, which
+ * is also what makes it safe to remove temporaries left by a run that was
+ * killed.  The lock file has mode 0600 and our owner: no one else can open
+ * it, so no one else can hold the lock (on the directory, any user who can
+ * open it could, for ever). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -21,7 +24,8 @@
 #include "cleanup.h"
 #include "fileio.h"
 
-#define TMP_SUFFIX ".tmp-"
+#define TMP_SUFFIX  ".tmp-"
+#define LOCK_SUFFIX ".lock"
 
 /* Creates every missing directory of dir (like mkdir -p): dir itself with
  * mode, its parents 0755, whatever the umask. */
@@ -83,6 +87,33 @@ static int open_parent(const char *path, const char **base, mode_t dir_mode)
 	return fd < 0 ? -errno : fd;
 }
 
+/* Opens ".<base>.lock" in dir_fd, creating it with mode 0600, and takes an
+ * exclusive flock on it.  Refuses (-EPERM) a lock file that is not a regular
+ * file of ours that only we can open: another user could hold it.  Returns
+ * the fd, to be closed to unlock, or -errno. */
+static int lock_target(int dir_fd, const char *base)
+{
+	_cleanup_(closep) int fd = -1;
+	char name[NAME_MAX + 1];
+	struct stat st;
+	int r;
+
+	snprintf(name, sizeof(name), ".%s" LOCK_SUFFIX, base);
+	fd = openat(dir_fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
+		    0600);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
+		return -EPERM;
+	if (flock(fd, LOCK_EX) < 0)
+		return -errno;
+	r = fd;
+	fd = -1;
+	return r;
+}
+
 /* Removes ".<base>.tmp-*" left behind by killed runs.  Caller holds the lock. */
 static void remove_stale_temporaries(int dir_fd, const char *base)
 {
@@ -130,6 +161,7 @@ int atomic_replace(const char *path, const char *data, size_t len, mode_t dir_mo
 		   bool only_if_absent)
 {
 	_cleanup_(closep) int dir_fd = -1;
+	_cleanup_(closep) int lock_fd = -1;
 	char tmp[NAME_MAX + 1];
 	const char *base;
 	int fd, r;
@@ -139,8 +171,9 @@ int atomic_replace(const char *path, const char *data, size_t len, mode_t dir_mo
 		return dir_fd;
 	if (strlen(base) + sizeof(TMP_SUFFIX) + 17 > NAME_MAX)
 		return -ENAMETOOLONG;
-	if (flock(dir_fd, LOCK_EX) < 0)
-		return -errno;
+	lock_fd = lock_target(dir_fd, base);
+	if (lock_fd < 0)
+		return lock_fd;
 	remove_stale_temporaries(dir_fd, base);
 
 	if (only_if_absent && faccessat(dir_fd, base, F_OK, AT_SYMLINK_NOFOLLOW) == 0)

@@ -8,9 +8,10 @@
  *     so symlinks and ".." are interpreted as if the root were "/" and
  *     nothing resolves outside it.  No string path into the container is
  *     ever handed to open() or unlink().  Without openat2 we refuse.
- *  2. The last component is looked at without following it, opened
- *     O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, and checked on the fd: a regular
- *     file of at most RUNNER_FILE_MAX bytes.  Anything else is malformed.
+ *  2. The last component is opened O_PATH | O_NOFOLLOW (which opens no
+ *     device or FIFO) and checked on that fd: a regular file of at most
+ *     RUNNER_FILE_MAX bytes, else malformed.  Only that very inode is then
+ *     opened for reading, through /proc/self/fd; without /proc, nothing.
  *  3. Deletion is unlinkat() on the pinned directory fd: it removes the name
  *     (a symlink itself, never its target).
  *  4. The file's bytes are secret (they hold the runner's token): wiped on
@@ -55,34 +56,46 @@ static int openat2_in_root(int root_fd, const char *path, int flags)
 	return -EAGAIN;
 }
 
+/* Opens the regular file that fd (O_PATH) refers to for reading, through
+ * /proc/self/fd, as systemd's fd_reopen() does: no name is looked up again,
+ * so the object opened is the object checked.  Without /proc mounted there
+ * is no safe way, and no fallback to the name: -ENOMEDIUM. */
+static int reopen_for_reading(int fd, const struct stat *checked)
+{
+	char proc[sizeof("/proc/self/fd/") + 12];
+	struct stat st;
+	int r;
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	r = open(proc, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (r < 0) {
+		if (errno == ENOENT && access("/proc/self/fd", F_OK) < 0)
+			return -ENOMEDIUM; /* /proc is not mounted */
+		return -errno;
+	}
+	/* The magic link leads to the same inode; say so rather than trust it. */
+	if (fstat(r, &st) < 0 || st.st_dev != checked->st_dev || st.st_ino != checked->st_ino) {
+		close(r);
+		return -EIO;
+	}
+	return r;
+}
+
 /* Reads the file rf->name in rf->dir_fd, setting rf->state. */
 static int runner_read(struct runner_file *rf)
 {
+	_cleanup_(closep) int path_fd = -1;
 	_cleanup_(closep) int fd = -1;
 	struct stat st;
 	ssize_t n;
 
-	if (fstatat(rf->dir_fd, rf->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	/* O_PATH opens nothing: no device driver, no FIFO.  What fstat says
+	 * about this descriptor is what gets read, whatever is renamed over
+	 * the name meanwhile. */
+	path_fd = openat(rf->dir_fd, rf->name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (path_fd < 0)
 		return errno == ENOENT ? 0 : -errno;
-	/* Looked at before opening, so a device node is never opened. */
-	if (!S_ISREG(st.st_mode)) {
-		rf->state = RUNNER_NOT_REGULAR;
-		rf->is_dir = S_ISDIR(st.st_mode);
-		return 0;
-	}
-
-	fd =
-	    openat(rf->dir_fd, rf->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return 0;
-		if (errno == ELOOP || errno == ENXIO) { /* swapped for a symlink or socket */
-			rf->state = RUNNER_NOT_REGULAR;
-			return 0;
-		}
-		return -errno;
-	}
-	if (fstat(fd, &st) < 0)
+	if (fstat(path_fd, &st) < 0)
 		return -errno;
 	if (!S_ISREG(st.st_mode)) {
 		rf->state = RUNNER_NOT_REGULAR;
@@ -93,6 +106,10 @@ static int runner_read(struct runner_file *rf)
 		rf->state = RUNNER_TOO_LARGE;
 		return 0;
 	}
+
+	fd = reopen_for_reading(path_fd, &st);
+	if (fd < 0)
+		return fd;
 
 	rf->data = malloc(RUNNER_FILE_MAX + 1);
 	if (!rf->data)
@@ -130,8 +147,10 @@ int container_open_runner(const char *root, const char *path, struct runner_file
 		return -ENOMEM;
 
 	fd = openat2_in_root(root_fd, dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (fd == -ENOENT || fd == -ENOTDIR || fd == -ELOOP)
-		return 0; /* no such directory, so no .runner */
+	/* A directory that cannot be reached (missing, not a directory, a link
+	 * loop, a component longer than NAME_MAX) holds no .runner. */
+	if (fd == -ENOENT || fd == -ENOTDIR || fd == -ELOOP || fd == -ENAMETOOLONG)
+		return 0;
 	if (fd < 0)
 		return fd;
 	rf->dir_fd = fd;

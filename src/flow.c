@@ -263,6 +263,9 @@ static enum step step_admin_token(struct flow *fl)
 		return STEP_RUNNER; /* the forge cannot be asked */
 	if (fl->admin.world_readable)
 		log_warning("admin token file %s is world-readable", o->core_token_file);
+	if (o->ca_file && (r = forge_check_ca_file(o->ca_file)) < 0)
+		return fail(fl, EX_NOINPUT, "--ca-file %s cannot be read: %s", o->ca_file,
+			    strerror(-r));
 
 	r = forge_new(&(struct forge_config){.url = o->forge_url,
 					     .unix_socket = o->unix_socket,
@@ -286,6 +289,8 @@ static enum step step_runner(struct flow *fl)
 		return fail(fl, EX_OSERR,
 			    "the kernel has no openat2(2): cannot resolve %s safely inside %s",
 			    path, o->container_root);
+	if (r == -ENOMEDIUM && fl->forge)
+		return fail(fl, EX_IOERR, "/proc is not mounted: cannot read %s safely", path);
 	if (r < 0 && fl->forge)
 		return fail(fl, EX_IOERR, "cannot read %s inside %s: %s", path, o->container_root,
 			    strerror(-r));
@@ -404,6 +409,9 @@ static enum step step_lookup(struct flow *fl)
 	case VERDICT_AUTH_REJECTED:
 		return fail(fl, EX_NOPERM, "forge rejected the admin token (%ld); keeping .runner",
 			    a.status);
+	case VERDICT_TLS_FAILED:
+		return fail(fl, EX_UNAVAILABLE, "TLS with the forge failed: %s; keeping .runner",
+			    a.error);
 	case VERDICT_UNEXPECTED:
 		break;
 	}
@@ -486,6 +494,9 @@ static enum step step_fetch(struct flow *fl)
 		    token_routes[1].path, token_routes[2].method, token_routes[2].path);
 	case VERDICT_AUTH_REJECTED:
 		return fail(fl, EX_NOPERM, "forge rejected the admin token (%ld)%s", a.status,
+			    fl->kept ? "; keeping .runner" : "");
+	case VERDICT_TLS_FAILED:
+		return fail(fl, EX_UNAVAILABLE, "TLS with the forge failed: %s%s", a.error,
 			    fl->kept ? "; keeping .runner" : "");
 	default:
 		return no_token(fl, EX_PROTOCOL,

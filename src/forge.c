@@ -10,10 +10,13 @@
  *  4. No request runs past the caller's deadline.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -26,7 +29,7 @@
 
 #define CONNECT_TIMEOUT_MS   3000
 #define REQUEST_TIMEOUT_MS   10000
-#define FIRST_REQUEST_MIN_MS 1000 /* even --retry-timeout=0 asks once */
+#define FIRST_REQUEST_MIN_MS 1000 /* per deadline: even --retry-timeout=0 asks once */
 #define LOW_SPEED_TIME_S     5
 #define BACKOFF_FIRST_MS     100
 #define BACKOFF_MAX_MS	     200 /* a forge that comes up is noticed within ~1/4 s */
@@ -35,6 +38,8 @@ struct forge {
 	CURL *curl;
 	struct curl_slist *headers; /* holds the admin token: wiped by the allocator */
 	char *base;		    /* forge URL without trailing slashes */
+	int64_t deadline_asked;	    /* the last deadline forge_ask was given */
+	int64_t deadline_floored;   /* that deadline, at least 1 s after its first request */
 	char error[CURL_ERROR_SIZE];
 	size_t body_len;
 	bool truncated;
@@ -119,6 +124,7 @@ int forge_new(const struct forge_config *cfg, struct forge **out)
 		forge_free(f);
 		return -ENOMEM;
 	}
+	f->deadline_asked = INT64_MIN;
 	for (size_t n = strlen(f->base); n > 0 && f->base[n - 1] == '/'; n--)
 		f->base[n - 1] = '\0';
 
@@ -169,6 +175,45 @@ static void set_method(CURL *c, const char *method)
 	}
 }
 
+/* TLS failures that asking again cannot fix: the forge's certificate or
+ * our trust in it (a handshake cut short, CURLE_SSL_CONNECT_ERROR, may be a
+ * forge restarting, and is not among them). */
+static bool tls_is_permanent(CURLcode e)
+{
+	switch (e) {
+	case CURLE_PEER_FAILED_VERIFICATION: /* untrusted, expired, wrong host name */
+	case CURLE_SSL_CACERT_BADFILE:	     /* the CA file holds no usable certificate */
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_CRL_BADFILE:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_INVALIDCERTSTATUS:
+	case CURLE_SSL_ENGINE_NOTFOUND:
+	case CURLE_SSL_ENGINE_SETFAILED:
+	case CURLE_SSL_ENGINE_INITFAILED:
+		return true;
+	default:
+		return false;
+	}
+}
+
+int forge_check_ca_file(const char *path)
+{
+	_cleanup_(closep) int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	struct stat st;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (S_ISDIR(st.st_mode))
+		return -EISDIR;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	return 0;
+}
+
 static void request(struct forge *f, const char *method, const char *path, int64_t timeout_ms,
 		    struct forge_answer *a)
 {
@@ -201,6 +246,7 @@ static void request(struct forge *f, const char *method, const char *path, int64
 	if (e == CURLE_OK || (e == CURLE_WRITE_ERROR && f->truncated))
 		curl_easy_getinfo(f->curl, CURLINFO_RESPONSE_CODE, &status);
 	a->error = f->error[0] ? f->error : curl_easy_strerror(e);
+	a->tls_failed = !status && tls_is_permanent(e);
 	if (!status)
 		log_debug("%s %s: %s", method, path, a->error);
 
@@ -225,16 +271,36 @@ enum verdict forge_ask(struct forge *f, const char *method, const char *path, en
 		       int64_t deadline_ms, struct forge_answer *a)
 {
 	int64_t backoff = BACKOFF_FIRST_MS;
-	bool first = true;
+	enum verdict v = VERDICT_NO_ANSWER;
+	bool asked = false;
+
+	/* The first request for a deadline is given at least a second, so even
+	 * --retry-timeout=0 asks once; the next route, asked with the same
+	 * deadline, shares that second instead of getting one more. */
+	if (deadline_ms != f->deadline_asked) {
+		int64_t floor = clock_now_ms() + FIRST_REQUEST_MIN_MS;
+
+		f->deadline_asked = deadline_ms;
+		f->deadline_floored = deadline_ms > floor ? deadline_ms : floor;
+	}
+	deadline_ms = f->deadline_floored;
 
 	for (;;) {
+		/* Decided before sending: a request always has a positive bound
+		 * (libcurl takes a timeout of 0 as none at all), and a sleep that
+		 * overshot the deadline ends the asking. */
 		int64_t left = deadline_ms - clock_now_ms();
-		enum verdict v;
 
-		if (first && left < FIRST_REQUEST_MIN_MS)
-			left = FIRST_REQUEST_MIN_MS;
-		first = false;
+		if (left <= 0) {
+			if (asked)
+				return v; /* the last answer stands */
+			*a = (struct forge_answer){.retry_after_ms = -1,
+						   .error = "--retry-timeout passed before asking"};
+			log_debug("%s %s: %s", method, path, a->error);
+			return answer_classify(a, kind);
+		}
 		request(f, method, path, left, a);
+		asked = true;
 		v = answer_classify(a, kind);
 		if (a->status)
 			log_debug("%s %s: %ld (%s)", method, path, a->status, verdict_name(v));

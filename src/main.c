@@ -1,7 +1,10 @@
 /* hive-ci-prefetch: decide whether the CI runner's saved credentials are
  * still good and, if not, fetch a fresh registration token from the forge. */
+#include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sysexits.h>
 
@@ -10,30 +13,58 @@
 #include "flow.h"
 #include "log.h"
 #include "options.h"
+#include "utf8.h"
 #include "wipe_alloc.h"
 
 #ifndef VERSION
 #define VERSION "unknown"
 #endif
 
+/* Prints the outcome as one JSON object.  The reason may hold bytes of a
+ * path that are not UTF-8, or a character cut by its buffer: it is made
+ * valid first, as JSON must be, so the object is always printed. */
 static void print_json(const struct outcome *out, bool dry_run)
 {
+	char reason[sizeof(out->reason) * 3];
 	json_t *deleted = json_array();
 	json_t *j;
 
+	utf8_sanitize(reason, sizeof(reason), out->reason);
 	for (size_t i = 0; i < out->n_deleted; i++)
 		json_array_append_new(deleted, json_integer(out->deleted[i]));
 	j = json_pack("{s:s, s:s, s:o, s:s, s:o, s:i, s:b}", "action", action_name(out->action),
-		      "reason", out->reason, "runner_id",
+		      "reason", reason, "runner_id",
 		      out->runner_id ? json_integer(out->runner_id) : json_null(), "token",
 		      token_source_name(out->token), "deleted", deleted, "exit", out->exit_status,
 		      "dry_run", dry_run);
-
-	if (j) {
-		json_dumpf(j, stdout, JSON_COMPACT);
-		fputc('\n', stdout);
-		json_decref(j);
+	if (!j) { /* out of memory: the same object, by hand, without its sentence */
+		printf("{\"action\":\"%s\",\"reason\":\"\",\"runner_id\":",
+		       action_name(out->action));
+		if (out->runner_id)
+			printf("%" PRId64, out->runner_id);
+		else
+			fputs("null", stdout);
+		printf(",\"token\":\"%s\",\"deleted\":[", token_source_name(out->token));
+		for (size_t i = 0; i < out->n_deleted; i++)
+			printf("%s%" PRId64, i ? "," : "", out->deleted[i]);
+		printf("],\"exit\":%d,\"dry_run\":%s}\n", out->exit_status,
+		       dry_run ? "true" : "false");
+		return;
 	}
+	json_dumpf(j, stdout, JSON_COMPACT);
+	fputc('\n', stdout);
+	json_decref(j);
+}
+
+/* Flushes stdout; on failure says so in one line and returns status, or
+ * EX_IOERR when status was EX_OK (a failed run keeps its own status). */
+static int flush_stdout(int status)
+{
+	errno = 0;
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return status;
+	log_error("cannot write to standard output: %s", strerror(errno ? errno : EIO));
+	return status == EX_OK ? EX_IOERR : status;
 }
 
 int main(int argc, char **argv)
@@ -49,10 +80,10 @@ int main(int argc, char **argv)
 	switch (options_parse(argc, argv, &o, err, sizeof(err))) {
 	case OPTIONS_HELP:
 		options_usage(stdout);
-		return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
+		return flush_stdout(EX_OK);
 	case OPTIONS_VERSION:
 		puts(PROGRAM_NAME " " VERSION);
-		return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
+		return flush_stdout(EX_OK);
 	case OPTIONS_BAD:
 		log_error("%s (see --help)", err);
 		return EX_USAGE;
@@ -69,7 +100,5 @@ int main(int argc, char **argv)
 		print_json(&out, o.dry_run);
 	else if (o.dry_run && out.exit_status == EX_OK)
 		puts(out.reason);
-	if (fflush(stdout) != 0 && out.exit_status == EX_OK)
-		return EX_IOERR;
-	return out.exit_status;
+	return flush_stdout(out.exit_status);
 }

@@ -85,11 +85,12 @@ void options_usage(FILE *f)
 	      "  -h, --help               show this help and exit\n"
 	      "  -V, --version            show the version and exit\n"
 	      "\n"
-	      "Exit status: 0 done, 64 bad usage, 70 internal error, 71 kernel lacks openat2,\n"
-	      "73 output cannot be written, 74 .runner cannot be read or removed,\n"
-	      "75 no registration token within --retry-timeout, 76 the forge's answer is\n"
-	      "not a valid registration token, 77 the forge rejected the admin token,\n"
-	      "78 the admin token file is unusable.\n"
+	      "Exit status: 0 done, 64 bad usage, 66 --ca-file missing or unreadable,\n"
+	      "69 TLS with the forge failed (certificate not verified), 70 internal error,\n"
+	      "71 kernel lacks openat2, 73 output cannot be written, 74 .runner cannot be\n"
+	      "read or removed, 75 no registration token within --retry-timeout, 76 the\n"
+	      "forge's answer is not a valid registration token, 77 the forge rejected the\n"
+	      "admin token, 78 the admin token file is unusable.\n"
 	      "See hive-ci-prefetch(8).\n",
 	      f);
 }

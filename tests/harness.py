@@ -177,8 +177,13 @@ class Env:
         st = os.stat(self.output)
         assert st.st_mode & 0o777 == 0o600, "output mode %o" % st.st_mode
         leftovers = [n for n in os.listdir(os.path.dirname(self.output))
-                     if n != os.path.basename(self.output)]
+                     if n not in self.output_names()]
         assert not leftovers, "left in the output directory: %s" % leftovers
+
+    def output_names(self):
+        """The output file and its lock file: what a run leaves by design."""
+        base = os.path.basename(self.output)
+        return (base, "." + base + ".lock")
 
     def runner_kept(self):
         return os.path.lexists(self.runner)

@@ -38,7 +38,7 @@ def run_under_strace(env, f, strace_args, quiet=True):
 
 def leftovers(env):
     d = os.path.dirname(env.output)
-    return [n for n in os.listdir(d) if n != os.path.basename(env.output)] if os.path.isdir(d) else []
+    return [n for n in os.listdir(d) if n not in env.output_names()] if os.path.isdir(d) else []
 
 
 @case(sanitize=False)

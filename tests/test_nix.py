@@ -479,7 +479,7 @@ def nix_package_source_has_what_the_build_reads_and_no_build_products(env):
     needed = ["Makefile", "VERSION", "README.md", "man/hive-ci-prefetch.8", "src/main.c",
               "include/log.h", "tests/harness.py", "tests/deps.sh", "tests/unit/test_token.c",
               "tests/fuzz/replay.c", "tests/fuzz/corpus/runner/gitea", "tests/tls/ca.crt",
-              "tests/tls/server.key"]
+              "tests/tls/server.key", "tests/sleep_overshoot.c"]
     for name in needed:
         path = os.path.join(tree, name)
         with open(path, "rb") as fh:

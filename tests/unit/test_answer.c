@@ -214,6 +214,21 @@ static void cleanup_statuses(void **state)
 	assert_false(answer_is_retryable(VERDICT_NO_ANSWER, ROUTE_CLEANUP));
 }
 
+static void a_permanent_tls_failure_is_not_retried(void **state)
+{
+	(void)state;
+	struct forge_answer a = answer(0, NULL);
+
+	assert_int_equal(answer_classify(&a, ROUTE_TOKEN), VERDICT_NO_ANSWER);
+	assert_true(answer_is_retryable(VERDICT_NO_ANSWER, ROUTE_TOKEN));
+	a.tls_failed = true;
+	assert_int_equal(answer_classify(&a, ROUTE_TOKEN), VERDICT_TLS_FAILED);
+	assert_int_equal(answer_classify(&a, ROUTE_LOOKUP), VERDICT_TLS_FAILED);
+	assert_false(answer_is_retryable(VERDICT_TLS_FAILED, ROUTE_TOKEN));
+	assert_false(answer_is_retryable(VERDICT_TLS_FAILED, ROUTE_LOOKUP));
+	assert_string_equal(verdict_name(VERDICT_TLS_FAILED), "TLS failed");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -227,6 +242,7 @@ int main(void)
 	    cmocka_unit_test(runner_object),
 	    cmocka_unit_test(token_route_404_and_405_are_no_route),
 	    cmocka_unit_test(cleanup_statuses),
+	    cmocka_unit_test(a_permanent_tls_failure_is_not_retried),
 	};
 
 	return cmocka_run_group_tests_name("answer", tests, NULL, NULL);
