@@ -46,6 +46,7 @@ import http.client
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import statistics
@@ -69,6 +70,7 @@ TOKEN_PATH = "/api/v1/admin/runners/registration-token"
 ROUTE_NAMES = {LOOKUP_PATH: "lookup", TOKEN_PATH: "token"}
 TIME = "/usr/bin/time"
 WARMUP = 2
+ORDER_SEED = 14
 PROCESS_TIMEOUT = 30  # seconds: no run of any program should come near
 FORGE_STALL_S = 0.020  # a forge round trip this slow would be the bottleneck
 
@@ -118,6 +120,23 @@ def tmpfs_dir():
         if mounts.get(d) == "tmpfs" and os.access(d, os.W_OK):
             return d
     return None
+
+
+def fstype(path):
+    """The type of the file system holding path ("ext4", "tmpfs", ...)."""
+    best, kind = "", "?"
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 2:
+                    mnt = fields[1].replace("\\040", " ")
+                    inside = path == mnt or path.startswith(mnt.rstrip("/") + "/")
+                    if inside and len(mnt) >= len(best):
+                        best, kind = mnt, fields[2]
+    except OSError:
+        pass
+    return kind
 
 
 def ensure_tools():
@@ -369,12 +388,11 @@ class FloorInit(Program):
 
 
 def order(programs, i):
-    """Rotated by one each round, reversed every other cycle: no program
-    always runs right after the same other one."""
-    n = len(programs)
-    k = i % n
-    seq = programs[k:] + programs[:k]
-    return seq[::-1] if (i // n) % 2 else seq
+    """A fresh order each round, the same from bench to bench: no program
+    always runs right after the same other one (after the baseline's eight
+    processes, say), so neither the machine's drift nor what ran just before
+    favours one of them."""
+    return random.Random(ORDER_SEED + i).sample(programs, len(programs))
 
 
 # -- scenarios ----------------------------------------------------------------
@@ -556,10 +574,13 @@ def report_scenario(scenario, programs, res, tool, fb, fa, base):
         print("%-22s" % label + "".join("%18s" % fn(res[p.name])
                                         for p in programs))
     t, b, a, s = (median(res[p.name].times) for p in (tool, fb, fa, base))
-    print("tool/(b) %.2fx   tool/(a) %.2fx   baseline/tool %.1fx   "
-          "RSS tool-(b) %+.1f MiB" % (
-              t / b, t / a, s / t,
-              (median(res[tool.name].rss) - median(res[fb.name].rss)) / 1024))
+    paired = median(x / y for x, y in zip(res[tool.name].times,
+                                          res[fb.name].times))
+    print("tool/(b) %.2fx (round by round %.2fx)   tool/(a) %.2fx   "
+          "baseline/tool %.1fx   RSS tool-(b) %+.1f MiB" % (
+              t / b, paired, t / a, s / t,
+              round((median(res[tool.name].rss) - median(res[fb.name].rss)) / 1024, 1)
+              + 0.0))
     print()
 
 
@@ -570,7 +591,7 @@ def main():
     ap.add_argument("--floor-client",
                     default=os.path.join(REPO, "build", "floor_client"))
     ap.add_argument("--baseline", default=os.path.join(HERE, "baseline.sh"))
-    ap.add_argument("--runs", type=int, default=30,
+    ap.add_argument("--runs", type=int, default=60,
                     help="counted runs per program and scenario")
     ap.add_argument("--reaction-runs", type=int, default=8)
     ap.add_argument("--rss-runs", type=int, default=5,
@@ -661,10 +682,10 @@ def main():
           "%.2f ms per request, %.2f ms connect + first request"
           % (rt * 1000, rt_first * 1000))
     print("spawn floor (/bin/true from this harness): %s" % ms(floor))
-    print("output files on %s; state and container roots on disk (%s); "
+    print("output files on %s; state files and container roots in %s (%s); "
           "peak RSS with %s" % (
               ("tmpfs " + run_fs) if run_fs else "the temporary directory",
-              tempfile.gettempdir(),
+              tempfile.gettempdir(), fstype(os.path.realpath(tempfile.gettempdir())),
               "/usr/bin/time -f %M" if have_time else
               "os.wait4 ru_maxrss (no /usr/bin/time: an upper bound)"))
     print("bench took %.0f s" % elapsed)
@@ -699,7 +720,7 @@ def main():
          all(v <= TARGET_RSS_OVER_FLOOR_KIB for v in over.values()),
          "worst %+.1f MiB (%s: %s vs %s); fast %+.1f, first %+.1f, steady %+.1f"
          % (over[worst] / 1024, worst, mib(rss(worst, tool)), mib(rss(worst, fb)),
-            over["fast"] / 1024, over["first"] / 1024, over["steady"] / 1024)),
+            *(round(over[x] / 1024, 1) + 0.0 for x in SCENARIOS))),
         ("reaction median < %.0f ms" % TARGET_REACTION_MS,
          react < TARGET_REACTION_MS, "%.0f ms" % react),
         ("steady reboot: lookup+token, 1 conn, output only", steady_ok,
