@@ -91,8 +91,16 @@ demo: deps
 	@$(MAKE) --no-print-directory $(PROG)
 	@$(PYTHON) tests/demo.py ./$(PROG)
 
-bench: $(PROG)
-	@$(PYTHON) bench/run.py --binary ./$(PROG)
+# The floors the tool is measured against (bench/README.md), linked exactly
+# as the tool is: same flags, same libcurl and jansson.
+FLOORS = $(B)/floor_init $(B)/floor_client
+
+$(B)/floor_%: bench/floor_%.c | $(B)
+	$(CC) $(CFLAGS) $(DEPS_CFLAGS) $(LDFLAGS) -o $@ $< $(DEPS_LIBS)
+
+bench: $(PROG) $(FLOORS)
+	@$(PYTHON) bench/run.py --binary ./$(PROG) --floor-init $(B)/floor_init \
+		--floor-client $(B)/floor_client
 
 install: $(PROG)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8
