@@ -43,9 +43,9 @@
 #include "secret.h"
 #include "state.h"
 
-#define ADMIN_TOKEN_POLL_MS 50	/* a token file that appears is noticed within this */
-#define CLEANUP_SHARE	    4	/* the clean-up may spend 1/4 of --retry-timeout ... */
-#define CLEANUP_MIN_MS	    500 /* ... but at least this */
+#define ADMIN_TOKEN_POLL_MS 50	 /* a token file that appears is noticed within this */
+#define CLEANUP_SHARE	    4	 /* the clean-up may spend 1/4 of --retry-timeout ... */
+#define CLEANUP_MIN_MS	    1000 /* ... but at least the first request's second */
 
 enum step {
 	STEP_ADMIN_TOKEN,

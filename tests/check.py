@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """make check: unit tests (cmocka), integration tests against the test forge,
 and the integration tests once more under AddressSanitizer and
-UndefinedBehaviorSanitizer.  Ends with "N passed, N failed, N skipped"."""
+UndefinedBehaviorSanitizer.  Ends with "N passed, N failed, N skipped".
+
+The two integration passes run side by side: most of a case's time is spent
+waiting (for a deadline, a retry, a forge that comes up late), and each case
+has its own directory, forge and port."""
 
 import argparse
 import glob
@@ -10,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import traceback
 
@@ -18,15 +23,17 @@ sys.path.insert(0, HERE)
 import harness  # noqa: E402
 
 counts = {"passed": 0, "failed": 0, "skipped": 0}
+lock = threading.Lock()
 
 
 def report(status, name, detail=""):
-    counts[status] += 1
     word = {"passed": "ok  ", "failed": "FAIL", "skipped": "skip"}[status]
     line = "%s %s" % (word, name)
     if detail:
         line += ("\n" + detail) if status == "failed" else " (skipped: %s)" % detail
-    print(line, flush=True)
+    with lock:
+        counts[status] += 1
+        print(line, flush=True)
 
 
 def run_unit(binary, env=None):
@@ -54,7 +61,7 @@ def run_replay(spec):
 
 
 def run_cases(binary, label, only_sanitize=False, pattern=None):
-    harness.Env.binary = os.path.abspath(binary)
+    binary = os.path.abspath(binary)
     for fn in harness.CASES:
         name = "%s/%s" % (label, fn.__name__)
         if only_sanitize and not fn.sanitize:
@@ -62,6 +69,7 @@ def run_cases(binary, label, only_sanitize=False, pattern=None):
         if pattern and not re.search(pattern, name):
             continue
         env = harness.Env()
+        env.binary = binary
         start = time.monotonic()
         try:
             fn(env)
@@ -93,11 +101,17 @@ def main():
             run_unit(u)
         for spec in args.replay:
             run_replay(spec)
-    run_cases(args.binary, "it", pattern=args.pattern)
+    passes = [threading.Thread(target=run_cases, args=(args.binary, "it", False, args.pattern))]
     if args.asan_binary:
+        # Read by the sanitizer build only; the plain one ignores them.
         os.environ["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:exitcode=99"
         os.environ["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1:exitcode=99"
-        run_cases(args.asan_binary, "asan", only_sanitize=True, pattern=args.pattern)
+        passes.append(threading.Thread(target=run_cases,
+                                       args=(args.asan_binary, "asan", True, args.pattern)))
+    for t in passes:
+        t.start()
+    for t in passes:
+        t.join()
     print("%.1fs" % (time.monotonic() - start))
     print("%d passed, %d failed, %d skipped" % (counts["passed"], counts["failed"],
                                                 counts["skipped"]))

@@ -73,7 +73,7 @@ def runner_json(runner_id=1, uuid=UUID):
 class Env:
     """A scratch directory: container root, admin token file, output."""
 
-    binary = None  # set by check.py
+    binary = None  # the default; check.py sets each case's own
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="hcp-test-")
@@ -132,7 +132,7 @@ class Env:
     # -- running -------------------------------------------------------------
 
     def args(self, f=None, *extra, retry_timeout="2"):
-        a = [Env.binary,
+        a = [self.binary,
              "--core-token-file=" + self.token_file,
              "--container-root=" + self.root,
              "--runner-file=" + self.runner_inside,
