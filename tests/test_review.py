@@ -409,3 +409,76 @@ def tls_verification_failure_is_not_retried_exits_69(env):
     expect(r, 69)
     assert r.elapsed < 1, r
     assert junk in r.stderr, r
+
+
+# -- 6. an over-long uuid is a different runner, never "no uuid" ------------------
+
+@case
+def overlong_uuid_counts_as_different_not_absent(env):
+    long_uuid = "f" * 100
+    for mine, theirs in ((long_uuid, UUID), (UUID, long_uuid)):
+        env.write_runner(runner_id=1, uuid=mine)
+        f = env.forge("forgejo15", runners={1: {"uuid": theirs, "name": "hive"}})
+        r = env.run(f)
+        expect(r, 0)
+        assert not env.runner_kept(), r
+        assert "different runner (uuid differs)" in r.stderr, r
+        f.stop()
+
+
+# -- 9. one failure, one line ---------------------------------------------------
+
+@case
+def one_failure_one_line_when_the_output_cannot_be_written(env):
+    blocker = os.path.join(env.dir, "file")
+    open(blocker, "w").close()
+    env.output = os.path.join(blocker, "runner-token")  # no output can ever exist
+    f = env.forge()
+    r = env.run(f)
+    expect(r, 73)
+    lines = r.stderr.splitlines()
+    assert [line for line in lines if "cannot write" in line] == [
+        "hive-ci-prefetch: cannot write %s: Not a directory" % env.output], r
+
+
+# -- 10. the runner's own secret leaves memory once .runner is parsed -------------
+
+def memory_holds(pid, needle):
+    """True if any readable mapping of pid holds needle (root only)."""
+    found = False
+    with open("/proc/%d/maps" % pid) as maps, open("/proc/%d/mem" % pid, "rb") as mem:
+        for line in maps:
+            fields = line.split()
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            path = fields[5] if len(fields) > 5 else ""
+            if "r" not in fields[1] or path.startswith("/") or path == "[vvar]":
+                continue  # file mappings hold code, not what the run read
+            try:
+                mem.seek(start)
+                if needle in mem.read(end - start):
+                    found = True
+            except OSError:
+                continue
+    return found
+
+
+@case
+def runner_secret_is_wiped_once_parsed(env):
+    needs_root()
+    env.write_runner()
+    f = env.forge("forgejo15", runners={1: {"uuid": UUID, "name": "hive"}})
+    f.script("lookup", {"mode": "hang"})
+    p = env.spawn(f, retry_timeout="3")
+    try:
+        deadline = time.monotonic() + 3
+        while len(f.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(f.requests) == 2, "never got to the lookup"
+        time.sleep(0.05)  # it is waiting for the lookup's answer now
+        assert memory_holds(p.pid, b"/api/v1/admin/actions/runners/1"), \
+            "the scan sees nothing: it proves nothing"
+        assert not memory_holds(p.pid, b"RunnerOwnSecretCanary"), \
+            "the runner's own token is still in memory while the forge is asked"
+    finally:
+        p.kill()
+        p.communicate()
