@@ -1,4 +1,6 @@
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fileio.h"
@@ -34,4 +36,34 @@ int write_full(int fd, const char *buf, size_t len)
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+int open_host_file(const char *path, off_t max, struct stat *st, const char **why)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	int r;
+
+	*why = NULL;
+	if (fd < 0) {
+		if (errno != ENOENT)
+			*why = errno == ELOOP ? "is a symbolic link" : "cannot be opened";
+		return -errno;
+	}
+	if (fstat(fd, st) < 0) {
+		*why = "cannot be examined";
+		r = -errno;
+	} else if (!S_ISREG(st->st_mode)) {
+		*why = "is not a regular file";
+		r = -EINVAL;
+	} else if (st->st_mode & (S_IWGRP | S_IWOTH)) {
+		*why = "is group- or world-writable";
+		r = -EPERM;
+	} else if (st->st_size > max) {
+		*why = "is larger than the limit";
+		r = -EFBIG;
+	} else {
+		return fd;
+	}
+	close(fd);
+	return r;
 }

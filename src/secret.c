@@ -33,29 +33,13 @@ int admin_token_read(const char *path, struct admin_token *t, const char **why)
 
 	*t = (struct admin_token){0};
 	*why = NULL;
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return 0; /* the forge has not written it yet */
-		*why = errno == ELOOP ? "is a symbolic link" : "cannot be opened";
-		return -errno;
-	}
-	if (fstat(fd, &st) < 0) {
-		*why = "cannot be examined";
-		return -errno;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		*why = "is not a regular file";
-		return -EINVAL;
-	}
-	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-		*why = "is group- or world-writable";
-		return -EPERM;
-	}
-	if (st.st_size > ADMIN_TOKEN_FILE_MAX) {
+	fd = open_host_file(path, ADMIN_TOKEN_FILE_MAX, &st, why);
+	if (fd == -ENOENT)
+		return 0; /* the forge has not written it yet */
+	if (fd == -EFBIG)
 		*why = "is longer than 4 KiB";
-		return -EFBIG;
-	}
+	if (fd < 0)
+		return fd;
 
 	n = read_full(fd, buf, sizeof(buf));
 	if (n < 0) {

@@ -112,28 +112,16 @@ int state_load(const char *path, struct state *s, const char **why)
 
 	*s = (struct state){0};
 	*why = NULL;
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return 0;
-		*why = errno == ELOOP ? "is a symbolic link" : "cannot be opened";
-		return -errno;
-	}
-	if (fstat(fd, &st) < 0) {
-		*why = "cannot be examined";
-		return -errno;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		*why = "is not a regular file";
-		return -EINVAL;
-	}
-	if (st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH))) {
-		*why = "is not owned by us or is writable by others";
-		return -EPERM;
-	}
-	if (st.st_size > STATE_FILE_MAX) {
+	fd = open_host_file(path, STATE_FILE_MAX, &st, why);
+	if (fd == -ENOENT)
+		return 0;
+	if (fd == -EFBIG)
 		*why = "is larger than 64 KiB";
-		return -EFBIG;
+	if (fd < 0)
+		return fd;
+	if (st.st_uid != geteuid()) {
+		*why = "is not owned by us";
+		return -EPERM;
 	}
 	s->loaded = malloc(STATE_FILE_MAX + 1);
 	if (!s->loaded) {

@@ -356,17 +356,6 @@ def output_parent_created_0755_file_0600(env):
     assert stat.S_IMODE(os.stat(os.path.dirname(env.output)).st_mode) == 0o755
 
 
-@case
-def unwritable_output_exits_73(env):
-    blocker = os.path.join(env.dir, "file")
-    open(blocker, "w").close()
-    env.output = os.path.join(blocker, "runner-token")  # a path through a file
-    f = env.forge()
-    r = env.run(f)
-    expect(r, 73)
-    assert "cannot write" in r.stderr
-
-
 @case(slow=True)
 def kill_at_random_moments_leaves_old_or_new(env):
     old = TOKEN_LINE.replace("Reg", "Old")

@@ -259,7 +259,7 @@ def state_file_writable_by_others_is_not_believed(env):
     r = env.run(None)
     expect(r, 0)
     env.assert_output(PLACEHOLDER)  # the injected token is not used
-    assert "is not owned by us or is writable by others; ignoring it" in r.stderr, r
+    assert "is group- or world-writable; ignoring it" in r.stderr, r
 
 
 @case
