@@ -72,6 +72,7 @@ struct flow {
 	bool kept;		 /* .runner stays (confirmed or unverified) */
 	bool confirmed;		 /* the forge confirmed .runner in this run */
 	bool check_token;	 /* no lookup route: a changed token means a new forge */
+	bool would_fetch;	 /* a dry run got to the token fetch */
 	size_t lookup_route;	 /* the lookup route the forge answered on */
 	char decision[256];	 /* why .runner stays or goes, for the last sentence */
 	char cause[256];	 /* why .runner is being discarded */
@@ -429,7 +430,7 @@ static enum step step_discard(struct flow *fl)
 	fl->out->action = ACTION_REREGISTER;
 	memcpy(fl->decision, fl->cause, sizeof(fl->decision));
 	if (fl->o->dry_run)
-		return STEP_WRITE;
+		return STEP_FETCH;
 	r = container_remove_runner(&fl->rf);
 	if (r < 0)
 		return fail(fl, EX_IOERR, "%s, but it cannot be deleted: %s", fl->cause,
@@ -465,8 +466,10 @@ static enum step step_fetch(struct flow *fl)
 	struct forge_answer a;
 	enum verdict v = VERDICT_NO_ROUTE;
 
-	if (fl->o->dry_run)
-		return STEP_WRITE; /* a dry run fetches nothing */
+	if (fl->o->dry_run) {
+		fl->would_fetch = true; /* a dry run fetches nothing */
+		return STEP_WRITE;
+	}
 	if (fl->out->action != ACTION_KEEP && fl->out->action != ACTION_REREGISTER) {
 		fl->out->action = ACTION_REGISTER;
 		announce(fl, "no .runner: registering");
@@ -519,7 +522,7 @@ static enum token_source choose_token(const struct flow *fl)
 {
 	if (fl->confirmed && fl->o->placeholder_on_keep)
 		return TOKEN_PLACEHOLDER;
-	if (fl->token || (fl->o->dry_run && fl->forge))
+	if (fl->token || fl->would_fetch)
 		return TOKEN_CURRENT; /* a dry run assumes the forge would give one */
 	if (fl->state.token)
 		return TOKEN_REMEMBERED;

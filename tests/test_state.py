@@ -289,3 +289,7 @@ def json_token_field_names_every_source(env):
     assert (rc, obj["token"]) == (77, "unchanged"), obj
     _, rc, _, obj = json_outcome(env, f, "--dry-run")
     assert (rc, obj["token"], obj["dry_run"]) == (0, "current", True), obj
+    # A dry run says what a run would write: with the forge down, not the
+    # current token but the remembered one.
+    _, rc, _, obj = json_outcome(env, None, "--dry-run")
+    assert (rc, obj["token"], obj["action"]) == (0, "remembered", "keep"), obj
