@@ -39,7 +39,8 @@ int main(void)
 	}
 	printf("%s %d %lld %s ", action, status, json_is_null(id) ? 0LL : json_integer_value(id),
 	       token);
-	json_array_foreach(deleted, i, d) {
+	json_array_foreach(deleted, i, d)
+	{
 		if (!json_is_integer(d)) {
 			fprintf(stderr, "bad deleted id\n");
 			return 1;
