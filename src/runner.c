@@ -5,7 +5,8 @@
 
 #include "runner.h"
 
-/* Copies a JSON string into buf (size n), recording whether it was there. */
+/* Copies a JSON string into buf (size n), recording whether it was there;
+ * buf is left "" unless the result is FIELD_SET. */
 static enum field take_string(json_t *s, char *buf, size_t n)
 {
 	size_t len;
@@ -45,9 +46,7 @@ static int parse(const char *data, size_t len, struct runner_info *info, bool ne
 	    take_string(json_object_get(root, "uuid"), info->uuid, sizeof(info->uuid));
 	info->name_field =
 	    take_string(json_object_get(root, "name"), info->name, sizeof(info->name));
-	if (take_string(json_object_get(root, "status"), info->status, sizeof(info->status)) !=
-	    FIELD_SET)
-		info->status[0] = '\0';
+	take_string(json_object_get(root, "status"), info->status, sizeof(info->status));
 	r = 0;
 out:
 	json_decref(root); /* the wiping allocator zeroes jansson's copy of the secret */
