@@ -46,7 +46,7 @@ bool answer_is_retryable(enum verdict v, enum route_kind kind);
 
 /* From a 200 lookup answer: the runner object's identity and status (see
  * runner_parse_object).  Returns 0, or -EBADMSG when the body is not a
- * JSON object. */
+ * whole JSON object (cut off at the cap, not JSON, not an object). */
 int answer_runner(const struct forge_answer *a, struct runner_info *info);
 
 /* From a 200 token answer: a JSON object whose "token" is a valid

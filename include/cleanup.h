@@ -1,4 +1,4 @@
-/* Scope-bound cleanup for fds, heap memory and secrets. */
+/* Scope-bound cleanup for fds, heap memory and secrets, in systemd's shapes. */
 #pragma once
 
 #include <errno.h>
@@ -7,6 +7,17 @@
 #include <unistd.h>
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
+
+/* Hands over what a variable holds and leaves it empty, so that its cleanup
+ * does nothing: `return TAKE_FD(fd);`, `*out = TAKE_PTR(p);`. */
+#define TAKE_GENERIC(var, empty)                                                                   \
+	({                                                                                         \
+		__typeof__(var) _taken = (var);                                                    \
+		(var) = (empty);                                                                   \
+		_taken;                                                                            \
+	})
+#define TAKE_FD(fd) TAKE_GENERIC(fd, -1)
+#define TAKE_PTR(p) TAKE_GENERIC(p, NULL)
 
 static inline void freep(void *p)
 {
@@ -23,11 +34,24 @@ static inline void closep(const int *fd)
 	}
 }
 
-/* Wipes and frees a NUL-terminated secret. */
+/* Wipes n bytes of p and frees it.  Returns NULL, for `p = erase_and_free_sized(p, n)`. */
+static inline void *erase_and_free_sized(void *p, size_t n)
+{
+	if (p) {
+		explicit_bzero(p, n);
+		free(p);
+	}
+	return NULL;
+}
+
+/* Wipes and frees a NUL-terminated secret.  Returns NULL, for `s = erase_and_free(s)`. */
+static inline void *erase_and_free(char *s)
+{
+	return erase_and_free_sized(s, s ? strlen(s) : 0);
+}
+
+/* For _cleanup_ and struct fields: wipes, frees and sets *p to NULL. */
 static inline void erase_and_freep(char **p)
 {
-	if (*p) {
-		explicit_bzero(*p, strlen(*p));
-		free(*p);
-	}
+	*p = erase_and_free(*p);
 }

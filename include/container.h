@@ -4,7 +4,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define RUNNER_FILE_MAX (64 * 1024)
+#include "fileio.h"
+
+#define RUNNER_FILE_MAX_KIB  64
+#define RUNNER_FILE_MAX	     (RUNNER_FILE_MAX_KIB * 1024)
+#define RUNNER_FILE_MAX_TEXT KIB_TEXT(RUNNER_FILE_MAX_KIB)
 
 enum runner_state {
 	RUNNER_ABSENT,	    /* no such file (or no such directory above it) */

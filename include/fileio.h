@@ -5,11 +5,23 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x)  STRINGIFY_(x)
+/* "64 KiB" for KIB_TEXT(64): a size limit and its words from one number. */
+#define KIB_TEXT(n) STRINGIFY(n) " KiB"
+
 /* Reads until size bytes or end of file.  Returns the count, or -errno. */
 ssize_t read_full(int fd, char *buf, size_t size);
 
 /* Writes all len bytes.  Returns 0, or -errno (ENOSPC on a full disk). */
 int write_full(int fd, const char *buf, size_t len);
+
+/* Calls attempt(name, userdata) with names "<stem><digits random hex
+ * digits>" (into name, of size n) until it returns anything but -EEXIST,
+ * at most 16 times.  Returns that result, -EEXIST, -EIO when there is no
+ * randomness, or -ENAMETOOLONG. */
+int try_random_names(char *name, size_t n, const char *stem, int digits,
+		     int (*attempt)(const char *name, void *userdata), void *userdata);
 
 struct stat;
 

@@ -27,16 +27,23 @@ int forge_check_ca_file(const char *path);
 /* Wipes and frees everything the client holds.  NULL is fine. */
 void forge_free(struct forge *f);
 
+/* The deadline for the requests of a step that should end at step_deadline
+ * (monotonic ms): that, but at least FORGE_FIRST_REQUEST_MIN_MS from now, so
+ * that even --retry-timeout=0, or a wait for the admin token that used the
+ * step's time up, asks once.  Computed once per step, before its first
+ * request; every route of the step shares it. */
+int64_t forge_deadline(int64_t step_deadline_ms);
+
+#define FORGE_FIRST_REQUEST_MIN_MS 1000
+
 /* Sends method ("GET", "POST" with an empty body, or "DELETE") to path
- * (under /api/v1), asking again while the answer is retryable for
- * kind and the monotonic deadline (ms) has not passed: backoff starts at
- * 100 ms and doubles up to 200 ms, a Retry-After is honoured but clamped to
- * the time left, and no request runs past the deadline or starts after it.
- * The deadline is moved to at least 1 s after the first call that names it,
- * so that even a deadline of "now" asks once; later calls with the same
- * deadline (the next route) share that second.  The last answer is left in
- * *a (its body is valid until the next call); the verdict is returned.  A
- * retryable verdict comes back only when the deadline passed; when it had
- * passed before anything was asked, that is VERDICT_NO_ANSWER. */
+ * (under /api/v1), asking again while the answer is retryable for kind and
+ * the monotonic deadline (ms) has not passed: backoff starts at 100 ms and
+ * doubles up to 200 ms, a Retry-After is honoured but clamped to the time
+ * left, and no request runs past the deadline or starts after it.  The
+ * last answer is left in *a (its body is valid until the next call); the
+ * verdict is returned.  A retryable verdict comes back only when the
+ * deadline passed; when it had passed before anything was asked, that is
+ * VERDICT_NO_ANSWER. */
 enum verdict forge_ask(struct forge *f, const char *method, const char *path, enum route_kind kind,
 		       int64_t deadline_ms, struct forge_answer *a);

@@ -9,9 +9,6 @@
  * syslog priority as "<N>". */
 void log_setup(int max_level);
 
-/* True when $JOURNAL_STREAM names stderr's device and inode. */
-bool log_stderr_is_journal(void);
-
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_error(...)	 log_msg(LOG_ERR, __VA_ARGS__)

@@ -7,8 +7,7 @@
 #include <stdio.h>
 
 #include "output.h"
-
-#define PROGRAM_NAME "hive-ci-prefetch"
+#include "program.h"
 
 struct options {
 	const char *forge_url;

@@ -18,6 +18,14 @@ enum field {
 	FIELD_TOO_LONG,
 };
 
+struct json_t;
+
+/* Copies the JSON string s into buf (size n): FIELD_SET; FIELD_ABSENT when
+ * s is not a string or is empty; FIELD_TOO_LONG when it does not fit or
+ * holds a NUL (which would make two different strings look equal).  buf
+ * is left "" unless the result is FIELD_SET. */
+enum field field_copy(const struct json_t *s, char *buf, size_t n);
+
 struct runner_info {
 	int64_t id; /* 0: none */
 	enum field uuid_field;

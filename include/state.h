@@ -8,7 +8,8 @@
 
 #include "runner.h"
 
-#define STATE_FILE_MAX	     (64 * 1024)
+#define STATE_FILE_MAX_KIB   64
+#define STATE_FILE_MAX	     (STATE_FILE_MAX_KIB * 1024)
 #define STATE_SUPERSEDED_MAX 16
 
 struct state_runner {

@@ -70,9 +70,9 @@ bool answer_is_retryable(enum verdict v, enum route_kind kind)
 
 int answer_runner(const struct forge_answer *a, struct runner_info *info)
 {
-	if (!a->body || a->body_truncated)
+	if (!a->body || a->body_truncated || runner_parse_object(a->body, a->body_len, info) < 0)
 		return -EBADMSG;
-	return runner_parse_object(a->body, a->body_len, info);
+	return 0;
 }
 
 int answer_token(const struct forge_answer *a, char **token)

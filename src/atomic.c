@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -96,7 +95,6 @@ static int lock_target(int dir_fd, const char *base)
 	_cleanup_(closep) int fd = -1;
 	char name[NAME_MAX + 1];
 	struct stat st;
-	int r;
 
 	snprintf(name, sizeof(name), ".%s" LOCK_SUFFIX, base);
 	fd = openat(dir_fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
@@ -109,9 +107,7 @@ static int lock_target(int dir_fd, const char *base)
 		return -EPERM;
 	if (flock(fd, LOCK_EX) < 0)
 		return -errno;
-	r = fd;
-	fd = -1;
-	return r;
+	return TAKE_FD(fd);
 }
 
 /* Removes ".<base>.tmp-*" left behind by killed runs.  Caller holds the lock. */
@@ -137,24 +133,21 @@ static void remove_stale_temporaries(int dir_fd, const char *base)
 	closedir(d);
 }
 
+static int open_new(const char *name, void *userdata)
+{
+	int fd = openat(*(const int *)userdata, name,
+			O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+
+	return fd < 0 ? -errno : fd;
+}
+
 /* Creates a fresh temporary next to base; its name is left in tmp. */
 static int create_temporary(int dir_fd, const char *base, char *tmp, size_t tmplen)
 {
-	for (int tries = 0; tries < 16; tries++) {
-		unsigned long long rnd;
-		int fd;
+	char stem[NAME_MAX + 1];
 
-		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
-			return -EIO;
-		snprintf(tmp, tmplen, ".%s" TMP_SUFFIX "%016llx", base, rnd);
-		fd =
-		    openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-		if (fd >= 0)
-			return fd;
-		if (errno != EEXIST)
-			return -errno;
-	}
-	return -EEXIST;
+	snprintf(stem, sizeof(stem), ".%s" TMP_SUFFIX, base);
+	return try_random_names(tmp, tmplen, stem, 16, open_new, &dir_fd);
 }
 
 int atomic_replace(const char *path, const char *data, size_t len, mode_t dir_mode,

@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -161,22 +160,21 @@ int container_open_runner(const char *root, const char *path, struct runner_file
 /* A non-empty directory cannot be unlinked; renaming it aside, in the same
  * pinned directory, frees the name without walking a tree the container
  * built (and keeps whatever it holds). */
+static int rename_aside(const char *aside, void *userdata)
+{
+	const struct runner_file *rf = userdata;
+
+	if (renameat2(rf->dir_fd, rf->name, rf->dir_fd, aside, RENAME_NOREPLACE) == 0)
+		return 0;
+	return errno == ENOENT ? 0 : -errno;
+}
+
 static int set_aside(struct runner_file *rf)
 {
-	char aside[NAME_MAX + 1];
+	char stem[NAME_MAX + 1], aside[NAME_MAX + 1];
 
-	for (int tries = 0; tries < 16; tries++) {
-		unsigned int rnd;
-
-		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
-			return -EIO;
-		snprintf(aside, sizeof(aside), "%.200s.discarded-%08x", rf->name, rnd);
-		if (renameat2(rf->dir_fd, rf->name, rf->dir_fd, aside, RENAME_NOREPLACE) == 0)
-			return 0;
-		if (errno != EEXIST)
-			return errno == ENOENT ? 0 : -errno;
-	}
-	return -EEXIST;
+	snprintf(stem, sizeof(stem), "%.200s.discarded-", rf->name);
+	return try_random_names(aside, sizeof(aside), stem, 8, rename_aside, rf);
 }
 
 int container_remove_runner(struct runner_file *rf)
@@ -208,10 +206,6 @@ void container_close_runner(struct runner_file *rf)
 
 void container_drop_data(struct runner_file *rf)
 {
-	if (rf->data) {
-		explicit_bzero(rf->data, RUNNER_FILE_MAX + 1);
-		free(rf->data);
-	}
-	rf->data = NULL;
+	rf->data = erase_and_free_sized(rf->data, RUNNER_FILE_MAX + 1);
 	rf->len = 0;
 }

@@ -1,5 +1,8 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -66,4 +69,27 @@ int open_host_file(const char *path, off_t max, struct stat *st, const char **wh
 	}
 	close(fd);
 	return r;
+}
+
+#define RANDOM_NAME_TRIES 16
+
+int try_random_names(char *name, size_t n, const char *stem, int digits,
+		     int (*attempt)(const char *name, void *userdata), void *userdata)
+{
+	uint64_t mask = digits >= 16 ? UINT64_MAX : (UINT64_C(1) << (4 * digits)) - 1;
+
+	for (int tries = 0; tries < RANDOM_NAME_TRIES; tries++) {
+		uint64_t rnd;
+		int len, r;
+
+		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+			return -EIO;
+		len = snprintf(name, n, "%s%0*" PRIx64, stem, digits, rnd & mask);
+		if (len < 0 || (size_t)len >= n)
+			return -ENAMETOOLONG;
+		r = attempt(name, userdata);
+		if (r != -EEXIST)
+			return r;
+	}
+	return -EEXIST;
 }

@@ -27,19 +27,16 @@
 #include "log.h"
 #include "wipe_alloc.h"
 
-#define CONNECT_TIMEOUT_MS   3000
-#define REQUEST_TIMEOUT_MS   10000
-#define FIRST_REQUEST_MIN_MS 1000 /* per deadline: even --retry-timeout=0 asks once */
-#define LOW_SPEED_TIME_S     5
-#define BACKOFF_FIRST_MS     100
-#define BACKOFF_MAX_MS	     200 /* a forge that comes up is noticed within ~1/4 s */
+#define CONNECT_TIMEOUT_MS 3000
+#define REQUEST_TIMEOUT_MS 10000
+#define LOW_SPEED_TIME_S   5
+#define BACKOFF_FIRST_MS   100
+#define BACKOFF_MAX_MS	   200 /* a forge that comes up is noticed within ~1/4 s */
 
 struct forge {
 	CURL *curl;
 	struct curl_slist *headers; /* holds the admin token: wiped by the allocator */
 	char *base;		    /* forge URL without trailing slashes */
-	int64_t deadline_asked;	    /* the last deadline forge_ask was given */
-	int64_t deadline_floored;   /* that deadline, at least 1 s after its first request */
 	char error[CURL_ERROR_SIZE];
 	size_t body_len;
 	bool truncated;
@@ -96,12 +93,15 @@ static int set_options(struct forge *f, const struct forge_config *cfg)
 	return e == CURLE_OK ? 0 : -EINVAL;
 }
 
+static void forge_freep(struct forge **f)
+{
+	forge_free(*f);
+}
+
 int forge_new(const struct forge_config *cfg, struct forge **out)
 {
-	static const char prefix[] = "Authorization: token ";
+	_cleanup_(erase_and_freep) char *header = NULL;
 	struct forge *f;
-	size_t len;
-	char *h;
 	int r;
 
 	*out = NULL;
@@ -115,33 +115,27 @@ int forge_new(const struct forge_config *cfg, struct forge **out)
 		curl_global_cleanup();
 		return -ENOMEM;
 	}
+	/* From here on forge_free undoes everything, curl_global_init too. */
+	_cleanup_(forge_freep) struct forge *owned = f;
+
 	f->base = strdup(cfg->url);
 	f->curl = curl_easy_init();
-	len = sizeof(prefix) + strlen(cfg->admin_token);
-	h = malloc(len);
-	if (!f->base || !f->curl || !h) {
-		free(h);
-		forge_free(f);
+	if (!f->base || !f->curl)
 		return -ENOMEM;
-	}
-	f->deadline_asked = INT64_MIN;
 	for (size_t n = strlen(f->base); n > 0 && f->base[n - 1] == '/'; n--)
 		f->base[n - 1] = '\0';
 
-	snprintf(h, len, "%s%s", prefix, cfg->admin_token);
-	f->headers = curl_slist_append(NULL, h); /* copies h */
-	explicit_bzero(h, len);
-	free(h);
-	if (!f->headers) {
-		forge_free(f);
+	if (asprintf(&header, "Authorization: token %s", cfg->admin_token) < 0) {
+		header = NULL;
 		return -ENOMEM;
 	}
+	f->headers = curl_slist_append(NULL, header); /* copies it */
+	if (!f->headers)
+		return -ENOMEM;
 	r = set_options(f, cfg);
-	if (r < 0) {
-		forge_free(f);
+	if (r < 0)
 		return r;
-	}
-	*out = f;
+	*out = TAKE_PTR(owned);
 	return 0;
 }
 
@@ -259,12 +253,11 @@ static void request(struct forge *f, const char *method, const char *path, int64
 		a->retry_after_ms = retry_after > INT64_MAX / 1000 ? INT64_MAX : retry_after * 1000;
 }
 
-static void sleep_ms(int64_t ms)
+int64_t forge_deadline(int64_t step_deadline_ms)
 {
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+	int64_t floor = clock_now_ms() + FORGE_FIRST_REQUEST_MIN_MS;
 
-	while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
-		;
+	return step_deadline_ms > floor ? step_deadline_ms : floor;
 }
 
 enum verdict forge_ask(struct forge *f, const char *method, const char *path, enum route_kind kind,
@@ -273,17 +266,6 @@ enum verdict forge_ask(struct forge *f, const char *method, const char *path, en
 	int64_t backoff = BACKOFF_FIRST_MS;
 	enum verdict v = VERDICT_NO_ANSWER;
 	bool asked = false;
-
-	/* The first request for a deadline is given at least a second, so even
-	 * --retry-timeout=0 asks once; the next route, asked with the same
-	 * deadline, shares that second instead of getting one more. */
-	if (deadline_ms != f->deadline_asked) {
-		int64_t floor = clock_now_ms() + FIRST_REQUEST_MIN_MS;
-
-		f->deadline_asked = deadline_ms;
-		f->deadline_floored = deadline_ms > floor ? deadline_ms : floor;
-	}
-	deadline_ms = f->deadline_floored;
 
 	for (;;) {
 		/* Decided before sending: a request always has a positive bound

@@ -5,12 +5,13 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "options.h"
+#include "program.h"
 
 static int log_max_level = LOG_INFO;
 static bool log_to_journal;
 
-bool log_stderr_is_journal(void)
+/* True when $JOURNAL_STREAM names stderr's device and inode. */
+static bool stderr_is_journal(void)
 {
 	const char *e = getenv("JOURNAL_STREAM");
 	unsigned long long dev, ino;
@@ -29,7 +30,7 @@ bool log_stderr_is_journal(void)
 void log_setup(int max_level)
 {
 	log_max_level = max_level;
-	log_to_journal = log_stderr_is_journal();
+	log_to_journal = stderr_is_journal();
 }
 
 void log_msg(int level, const char *fmt, ...)

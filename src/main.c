@@ -1,7 +1,6 @@
 /* hive-ci-prefetch: decide whether the CI runner's saved credentials are
  * still good and, if not, fetch a fresh registration token from the forge. */
 #include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,47 +12,46 @@
 #include "flow.h"
 #include "log.h"
 #include "options.h"
+#include "program.h"
 #include "utf8.h"
 #include "wipe_alloc.h"
 
-#ifndef VERSION
-#define VERSION "unknown"
-#endif
+/* The exit status of each way a run can end (sysexits.h). */
+static const int exit_statuses[] = {
+    [FAILURE_NONE] = EX_OK,	      [FAILURE_ADMIN_TOKEN] = EX_CONFIG,
+    [FAILURE_CA_FILE] = EX_NOINPUT,   [FAILURE_TLS] = EX_UNAVAILABLE,
+    [FAILURE_SETUP] = EX_SOFTWARE,    [FAILURE_NO_OPENAT2] = EX_OSERR,
+    [FAILURE_OUTPUT] = EX_CANTCREAT,  [FAILURE_RUNNER_IO] = EX_IOERR,
+    [FAILURE_NO_TOKEN] = EX_TEMPFAIL, [FAILURE_NOT_A_TOKEN] = EX_PROTOCOL,
+    [FAILURE_AUTH] = EX_NOPERM,
+};
 
 /* Prints the outcome as one JSON object.  The reason may hold bytes of a
  * path that are not UTF-8, or a character cut by its buffer: it is made
- * valid first, as JSON must be, so the object is always printed. */
-static void print_json(const struct outcome *out, bool dry_run)
+ * valid first, as JSON must be.  Returns false when there was no memory
+ * for it (said on stderr). */
+static bool print_json(const struct outcome *out, int status, bool dry_run)
 {
 	char reason[sizeof(out->reason) * 3];
 	json_t *deleted = json_array();
 	json_t *j;
 
 	utf8_sanitize(reason, sizeof(reason), out->reason);
-	for (size_t i = 0; i < out->n_deleted; i++)
+	for (size_t i = 0; deleted && i < out->n_deleted; i++)
 		json_array_append_new(deleted, json_integer(out->deleted[i]));
 	j = json_pack("{s:s, s:s, s:o, s:s, s:o, s:i, s:b}", "action", action_name(out->action),
 		      "reason", reason, "runner_id",
 		      out->runner_id ? json_integer(out->runner_id) : json_null(), "token",
-		      token_source_name(out->token), "deleted", deleted, "exit", out->exit_status,
-		      "dry_run", dry_run);
-	if (!j) { /* out of memory: the same object, by hand, without its sentence */
-		printf("{\"action\":\"%s\",\"reason\":\"\",\"runner_id\":",
-		       action_name(out->action));
-		if (out->runner_id)
-			printf("%" PRId64, out->runner_id);
-		else
-			fputs("null", stdout);
-		printf(",\"token\":\"%s\",\"deleted\":[", token_source_name(out->token));
-		for (size_t i = 0; i < out->n_deleted; i++)
-			printf("%s%" PRId64, i ? "," : "", out->deleted[i]);
-		printf("],\"exit\":%d,\"dry_run\":%s}\n", out->exit_status,
-		       dry_run ? "true" : "false");
-		return;
+		      token_source_name(out->token), "deleted", deleted, "exit", status, "dry_run",
+		      dry_run);
+	if (!j || json_dumpf(j, stdout, JSON_COMPACT) < 0) {
+		json_decref(j);
+		log_error("cannot print --json: out of memory");
+		return false;
 	}
-	json_dumpf(j, stdout, JSON_COMPACT);
 	fputc('\n', stdout);
 	json_decref(j);
+	return true;
 }
 
 /* Flushes stdout; on failure says so in one line and returns status, or
@@ -72,6 +70,7 @@ int main(int argc, char **argv)
 	struct options o;
 	struct outcome out;
 	char err[512];
+	int status;
 
 	/* No core dumps and no ptrace by others of our uid: we hold secrets. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -95,10 +94,13 @@ int main(int argc, char **argv)
 	wipe_alloc_install_jansson();
 
 	flow_run(&o, &out);
+	status = exit_statuses[out.failure];
 
-	if (o.json)
-		print_json(&out, o.dry_run);
-	else if (o.dry_run && out.exit_status == EX_OK)
+	if (o.json) {
+		if (!print_json(&out, status, o.dry_run) && status == EX_OK)
+			status = EX_OSERR;
+	} else if (o.dry_run && status == EX_OK) {
 		puts(out.reason);
-	return flush_stdout(out.exit_status);
+	}
+	return flush_stdout(status);
 }

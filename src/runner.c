@@ -5,9 +5,7 @@
 
 #include "runner.h"
 
-/* Copies a JSON string into buf (size n), recording whether it was there;
- * buf is left "" unless the result is FIELD_SET. */
-static enum field take_string(json_t *s, char *buf, size_t n)
+enum field field_copy(const json_t *s, char *buf, size_t n)
 {
 	size_t len;
 
@@ -43,10 +41,10 @@ static int parse(const char *data, size_t len, struct runner_info *info, bool ne
 		goto out;
 
 	info->uuid_field =
-	    take_string(json_object_get(root, "uuid"), info->uuid, sizeof(info->uuid));
+	    field_copy(json_object_get(root, "uuid"), info->uuid, sizeof(info->uuid));
 	info->name_field =
-	    take_string(json_object_get(root, "name"), info->name, sizeof(info->name));
-	take_string(json_object_get(root, "status"), info->status, sizeof(info->status));
+	    field_copy(json_object_get(root, "name"), info->name, sizeof(info->name));
+	field_copy(json_object_get(root, "status"), info->status, sizeof(info->status));
 	r = 0;
 out:
 	json_decref(root); /* the wiping allocator zeroes jansson's copy of the secret */

@@ -20,7 +20,9 @@
 #include "fileio.h"
 #include "secret.h"
 
-#define ADMIN_TOKEN_FILE_MAX 4096
+#define ADMIN_TOKEN_FILE_MAX_KIB 4
+#define ADMIN_TOKEN_FILE_MAX	 (ADMIN_TOKEN_FILE_MAX_KIB * 1024)
+#define TOO_LONG		 "is longer than " KIB_TEXT(ADMIN_TOKEN_FILE_MAX_KIB)
 
 int admin_token_read(const char *path, struct admin_token *t, const char **why)
 {
@@ -37,18 +39,19 @@ int admin_token_read(const char *path, struct admin_token *t, const char **why)
 	if (fd == -ENOENT)
 		return 0; /* the forge has not written it yet */
 	if (fd == -EFBIG)
-		*why = "is longer than 4 KiB";
+		*why = TOO_LONG;
 	if (fd < 0)
 		return fd;
 
 	n = read_full(fd, buf, sizeof(buf));
 	if (n < 0) {
-		*why = "cannot be read";
-		return (int)n;
+		*why = "cannot be read"; /* buf may hold a part of the token */
+		r = (int)n;
+		goto out;
 	}
 	end = (size_t)n;
 	if (end > ADMIN_TOKEN_FILE_MAX) {
-		*why = "is longer than 4 KiB";
+		*why = TOO_LONG;
 		r = -EFBIG;
 		goto out;
 	}
@@ -80,5 +83,4 @@ out:
 void admin_token_clear(struct admin_token *t)
 {
 	erase_and_freep(&t->value);
-	t->value = NULL;
 }

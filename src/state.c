@@ -27,46 +27,30 @@
 
 #define STATE_DIR_MODE 0700
 
-static void clear_loaded(struct state *s)
-{
-	if (s->loaded) {
-		explicit_bzero(s->loaded, s->loaded_len);
-		free(s->loaded);
-	}
-	s->loaded = NULL;
-	s->loaded_len = 0;
-}
-
 void state_clear(struct state *s)
 {
 	erase_and_freep(&s->token);
-	clear_loaded(s);
+	erase_and_free_sized(s->loaded, s->loaded_len);
 	*s = (struct state){0};
 }
 
+/* A string field of ours: a string we can hold whole (or absent). */
 static bool copy_string(json_t *j, char *buf, size_t n)
 {
-	if (!json_is_string(j) || json_string_length(j) >= n ||
-	    strlen(json_string_value(j)) != json_string_length(j))
-		return false;
-	memcpy(buf, json_string_value(j), json_string_length(j) + 1);
-	return true;
+	return !j || (json_is_string(j) && field_copy(j, buf, n) != FIELD_TOO_LONG);
 }
 
 /* {"id": N, "uuid": "...", "name": "..."}: id required, the rest optional. */
 static bool runner_from_json(json_t *j, struct state_runner *r)
 {
-	json_t *id = json_object_get(j, "id"), *v;
+	json_t *id = json_object_get(j, "id");
 
 	*r = (struct state_runner){0};
 	if (!json_is_object(j) || !json_is_integer(id) || json_integer_value(id) < 1)
 		return false;
 	r->id = json_integer_value(id);
-	if ((v = json_object_get(j, "uuid")) && !copy_string(v, r->uuid, sizeof(r->uuid)))
-		return false;
-	if ((v = json_object_get(j, "name")) && !copy_string(v, r->name, sizeof(r->name)))
-		return false;
-	return true;
+	return copy_string(json_object_get(j, "uuid"), r->uuid, sizeof(r->uuid)) &&
+	       copy_string(json_object_get(j, "name"), r->name, sizeof(r->name));
 }
 
 static int from_json(json_t *root, struct state *s)
@@ -116,7 +100,7 @@ int state_load(const char *path, struct state *s, const char **why)
 	if (fd == -ENOENT)
 		return 0;
 	if (fd == -EFBIG)
-		*why = "is larger than 64 KiB";
+		*why = "is larger than " KIB_TEXT(STATE_FILE_MAX_KIB);
 	if (fd < 0)
 		return fd;
 	if (st.st_uid != geteuid()) {
@@ -130,7 +114,7 @@ int state_load(const char *path, struct state *s, const char **why)
 	}
 	n = read_full(fd, s->loaded, STATE_FILE_MAX + 1);
 	if (n < 0 || n > STATE_FILE_MAX) {
-		*why = n < 0 ? "cannot be read" : "is larger than 64 KiB";
+		*why = n < 0 ? "cannot be read" : "is larger than " KIB_TEXT(STATE_FILE_MAX_KIB);
 		r = n < 0 ? (int)n : -EFBIG;
 		goto bad;
 	}

@@ -177,7 +177,7 @@ static void runner_object(void **state)
 	assert_int_equal(answer_runner(&a, &info), 0);
 	assert_int_equal(info.uuid_field, FIELD_ABSENT);
 	a = answer(200, "garbage");
-	assert_int_equal(answer_runner(&a, &info), -EINVAL);
+	assert_int_equal(answer_runner(&a, &info), -EBADMSG);
 	a = answer(200, "{\"id\":1}");
 	a.body_truncated = true;
 	assert_int_equal(answer_runner(&a, &info), -EBADMSG);

@@ -1,0 +1,48 @@
+/* Superseded runners of this host ("ghosts"): a pure judge of what the
+ * forge shows for each, and the bounded loop that asks and deletes. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "answer.h"
+#include "forge_api.h"
+#include "runner.h"
+#include "state.h"
+
+enum ghost_fate {
+	GHOST_DELETE, /* provably ours and dead */
+	GHOST_SPARE,  /* ours, but something uses it: stays listed */
+	GHOST_FORGET, /* not ours (any more), or gone: off the list, never deleted */
+	GHOST_LISTED, /* the forge did not tell: stays listed for a later boot */
+};
+
+enum ghost_reason {
+	GHOST_OURS_OFFLINE, /* the listed uuid, offline */
+	GHOST_IN_USE,	    /* the listed uuid, not offline */
+	GHOST_GONE,	    /* the forge does not know the id */
+	GHOST_NO_UUID,	    /* the forge shows no uuid: cannot be proven ours */
+	GHOST_OTHER_RUNNER, /* the id now names another runner */
+	GHOST_NO_ANSWER,    /* the lookup failed */
+};
+
+struct ghost_judgement {
+	enum ghost_fate fate;
+	enum ghost_reason reason;
+};
+
+/* Judges a listed runner by the forge's answer to its lookup: the verdict,
+ * and for VERDICT_OK the runner object it showed (NULL when the body is not
+ * one).  Pure. */
+struct ghost_judgement ghosts_judge(const struct state_runner *listed, enum verdict v,
+				    const struct runner_info *shown);
+
+/* Looks each listed runner up (route: the lookup route that answered this
+ * run) and deletes those judged GHOST_DELETE, or with dry_run only says it
+ * would.  One attempt per request, until deadline_ms; any failure is one
+ * warning and leaves the rest of the list for a later boot.  Forgotten and
+ * deleted runners leave s's list; the ids deleted (a dry run: that would
+ * be) are added to deleted[*n_deleted], which has room for
+ * STATE_SUPERSEDED_MAX. */
+void ghosts_clean(struct forge *f, enum lookup_route route, struct state *s, int64_t deadline_ms,
+		  bool dry_run, int64_t *deleted, size_t *n_deleted);

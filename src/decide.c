@@ -1,0 +1,270 @@
+/* The boot flow's rules, top to bottom (README, "The flow"):
+ *
+ *   no admin token      .runner kept whatever it holds, nothing asked; the
+ *                       output gets the remembered token, else the placeholder
+ *   .runner unreadable  fail (71, 74)
+ *   --reregister, malformed .runner   discard
+ *   no .runner          register
+ *   a runner id         look it up:
+ *     200 same runner   confirmed; fetch (--placeholder-on-keep: placeholder)
+ *     200 another one, JSON 404, any other status      discard
+ *     no lookup route   unverified; fetch; a token that differs from the
+ *                       remembered one means a new forge: discard
+ *     no answer, busy at the deadline   unverified; remembered token
+ *     401/403, TLS      fail (77, 69), .runner kept
+ *   the fetch           a token: written; no token: registering fails
+ *                       (75, 76), a kept .runner goes on with the remembered
+ *                       token and a warning; 401/403, TLS: fail (77, 69)
+ *   then                write the output; after a confirmed .runner, clean up
+ *
+ * A dry run takes the same decisions but pretends every step it would take:
+ * it deletes, fetches (assuming the forge would give a token) and writes
+ * nothing. */
+#include "decide.h"
+
+static const char *const action_names[] = {
+    [ACTION_PLACEHOLDER] = "placeholder", [ACTION_KEEP] = "keep", [ACTION_REGISTER] = "register",
+    [ACTION_REREGISTER] = "reregister",	  [ACTION_FAIL] = "fail",
+};
+
+static const char *const token_source_names[] = {
+    [TOKEN_CURRENT] = "current",
+    [TOKEN_REMEMBERED] = "remembered",
+    [TOKEN_PLACEHOLDER] = "placeholder",
+    [TOKEN_UNCHANGED] = "unchanged",
+};
+
+const char *action_name(enum action a)
+{
+	return action_names[a];
+}
+
+const char *token_source_name(enum token_source t)
+{
+	return token_source_names[t];
+}
+
+static bool kept(enum fate fate)
+{
+	return fate == FATE_CONFIRMED || fate == FATE_UNVERIFIED;
+}
+
+static struct decision fail(struct decision d, enum failure failure, enum reason reason)
+{
+	d.next = STEP_DONE;
+	d.action = ACTION_FAIL;
+	d.output = TOKEN_UNCHANGED;
+	d.failure = failure;
+	d.reason = reason;
+	d.warning = REASON_NONE;
+	d.worth_a_warning = false;
+	return d;
+}
+
+/* The fate of .runner once it was read (and looked up, where it can be);
+ * next is STEP_LOOKUP while the lookup is still to be made. */
+static struct decision judge_runner(const struct facts *f)
+{
+	struct decision d = {.next = STEP_DONE, .fate = FATE_UNVERIFIED};
+
+	if (f->reregister) {
+		d.fate = FATE_DISCARDED;
+		d.reason = REASON_REREGISTER;
+		return d;
+	}
+	switch (f->held) {
+	case HELD_NOTHING:
+		d.fate = FATE_ABSENT;
+		d.reason = REASON_NO_RUNNER;
+		return d;
+	case HELD_NOT_REGULAR:
+		d.fate = FATE_DISCARDED;
+		d.reason = REASON_NOT_REGULAR;
+		return d;
+	case HELD_TOO_LARGE:
+		d.fate = FATE_DISCARDED;
+		d.reason = REASON_TOO_LARGE;
+		return d;
+	case HELD_MALFORMED:
+		d.fate = FATE_DISCARDED;
+		d.reason = REASON_MALFORMED;
+		return d;
+	case HELD_NO_OPENAT2:
+		return fail(d, FAILURE_NO_OPENAT2, REASON_NO_OPENAT2);
+	case HELD_NO_PROC:
+		return fail(d, FAILURE_RUNNER_IO, REASON_NO_PROC);
+	case HELD_UNREADABLE:
+		return fail(d, FAILURE_RUNNER_IO, REASON_UNREADABLE);
+	case HELD_RUNNER:
+		break;
+	}
+	if (!f->looked_up) {
+		d.next = STEP_LOOKUP;
+		return d;
+	}
+
+	switch (f->lookup) {
+	case VERDICT_OK:
+		if (runner_match_is_same(f->match)) {
+			d.fate = FATE_CONFIRMED;
+			d.reason = REASON_STILL_REGISTERED;
+		} else {
+			d.fate = FATE_DISCARDED;
+			d.reason =
+			    f->match == RUNNER_OTHER_UUID ? REASON_OTHER_UUID : REASON_OTHER_NAME;
+		}
+		return d;
+	case VERDICT_GONE:
+		d.fate = FATE_DISCARDED;
+		d.reason = REASON_GONE;
+		return d;
+	case VERDICT_NO_ROUTE:
+		/* Only a changed registration token can tell that such a forge
+		 * was reset or wiped since the runner registered. */
+		if (f->fetched && f->fetch == VERDICT_OK && f->token_valid && f->token_changed) {
+			d.fate = FATE_DISCARDED;
+			d.reason = REASON_TOKEN_CHANGED;
+		} else {
+			d.reason = REASON_NO_LOOKUP_ROUTE;
+		}
+		return d;
+	case VERDICT_NO_ANSWER:
+		d.reason = REASON_NO_ANSWER;
+		return d;
+	case VERDICT_TRANSIENT:
+		d.reason = REASON_STILL_BUSY;
+		return d;
+	case VERDICT_AUTH_REJECTED:
+		return fail(d, FAILURE_AUTH, REASON_AUTH);
+	case VERDICT_TLS_FAILED:
+		return fail(d, FAILURE_TLS, REASON_TLS);
+	case VERDICT_UNEXPECTED:
+		break;
+	}
+	d.fate = FATE_DISCARDED;
+	d.reason = REASON_LOOKUP_UNEXPECTED;
+	return d;
+}
+
+/* Whether this fate wants the forge's current registration token. */
+static bool wants_token(const struct facts *f, const struct decision *d)
+{
+	switch (d->fate) {
+	case FATE_ABSENT:
+	case FATE_DISCARDED:
+		return true; /* to register with */
+	case FATE_CONFIRMED:
+		return !f->placeholder_on_keep; /* so the output's bytes stay the same */
+	case FATE_UNVERIFIED:
+		return f->lookup == VERDICT_NO_ROUTE; /* and to see whether it changed */
+	}
+	return false;
+}
+
+/* After the fetch: a token, or why there is none.  A kept .runner still
+ * works without one (a warning); a registration does not (a failure). */
+static struct decision judge_fetch(const struct facts *f, struct decision d)
+{
+	enum failure failure = FAILURE_NOT_A_TOKEN;
+	enum reason why;
+
+	switch (f->fetch) {
+	case VERDICT_OK:
+		if (f->token_valid) {
+			d.output = TOKEN_CURRENT;
+			return d;
+		}
+		why = REASON_NOT_A_TOKEN;
+		break;
+	case VERDICT_AUTH_REJECTED:
+		return fail(d, FAILURE_AUTH, REASON_AUTH);
+	case VERDICT_TLS_FAILED:
+		return fail(d, FAILURE_TLS, REASON_TLS);
+	case VERDICT_NO_ANSWER:
+	case VERDICT_TRANSIENT: /* retryable: so the deadline passed */
+		failure = FAILURE_NO_TOKEN;
+		why = REASON_NO_TOKEN_IN_TIME;
+		break;
+	case VERDICT_NO_ROUTE:
+		why = REASON_NO_TOKEN_ROUTE;
+		break;
+	default:
+		why = REASON_TOKEN_UNEXPECTED;
+		break;
+	}
+	if (!kept(d.fate))
+		return fail(d, failure, why);
+	d.warning = why;
+	d.output = f->remembered ? TOKEN_REMEMBERED : TOKEN_PLACEHOLDER;
+	return d;
+}
+
+static enum action action_of(enum fate fate)
+{
+	switch (fate) {
+	case FATE_ABSENT:
+		return ACTION_REGISTER;
+	case FATE_DISCARDED:
+		return ACTION_REREGISTER;
+	case FATE_CONFIRMED:
+	case FATE_UNVERIFIED:
+		break;
+	}
+	return ACTION_KEEP;
+}
+
+/* The steps that follow once the output's content is known. */
+static struct decision finish(const struct facts *f, struct decision d)
+{
+	if (!f->written)
+		d.next = STEP_WRITE;
+	else if (d.fate == FATE_CONFIRMED && f->cleanup && !f->cleaned)
+		d.next = STEP_CLEANUP;
+	else
+		d.next = STEP_DONE;
+	return d;
+}
+
+struct decision decide(const struct facts *f)
+{
+	struct decision d;
+
+	if (!f->admin) {
+		/* Without an admin token nothing is deleted: whatever .runner
+		 * holds is the runner module's to judge. */
+		d = (struct decision){
+		    .fate = f->held == HELD_NOTHING ? FATE_ABSENT : FATE_UNVERIFIED,
+		    .action = ACTION_PLACEHOLDER,
+		    .output = f->remembered ? TOKEN_REMEMBERED : TOKEN_PLACEHOLDER,
+		    .reason = REASON_NO_ADMIN_TOKEN,
+		    .worth_a_warning = f->waited,
+		};
+		return finish(f, d);
+	}
+
+	d = judge_runner(f);
+	if (d.failure != FAILURE_NONE || d.next == STEP_LOOKUP)
+		return d;
+	d.action = action_of(d.fate);
+	d.worth_a_warning = d.fate == FATE_UNVERIFIED;
+	if (d.fate == FATE_DISCARDED && !f->discarded) {
+		d.next = STEP_DISCARD;
+		return d;
+	}
+
+	if (d.fate == FATE_CONFIRMED && f->placeholder_on_keep)
+		d.output = TOKEN_PLACEHOLDER; /* the original design */
+	else if (!wants_token(f, &d))
+		d.output = f->remembered ? TOKEN_REMEMBERED : TOKEN_PLACEHOLDER;
+	else if (f->dry_run)
+		d.output = TOKEN_CURRENT; /* a dry run assumes the forge would give one */
+	else if (!f->fetched) {
+		d.next = STEP_FETCH;
+		return d;
+	} else {
+		d = judge_fetch(f, d);
+		if (d.failure != FAILURE_NONE)
+			return d;
+	}
+	return finish(f, d);
+}

@@ -1,0 +1,132 @@
+/* The clean-up of superseded runners.  A superseded runner is deleted only
+ * when the forge shows it with the uuid this host listed and offline, so a
+ * runner in use, or an id the forge gave to another runner since (a wipe),
+ * is never touched. */
+#include <inttypes.h>
+#include <string.h>
+
+#include "clock.h"
+#include "ghosts.h"
+#include "log.h"
+
+struct ghost_judgement ghosts_judge(const struct state_runner *listed, enum verdict v,
+				    const struct runner_info *shown)
+{
+	if (v == VERDICT_GONE)
+		return (struct ghost_judgement){GHOST_FORGET, GHOST_GONE};
+	if (v != VERDICT_OK)
+		return (struct ghost_judgement){GHOST_LISTED, GHOST_NO_ANSWER};
+	if (!shown || shown->uuid_field == FIELD_ABSENT)
+		return (struct ghost_judgement){GHOST_FORGET, GHOST_NO_UUID};
+	if (shown->uuid_field != FIELD_SET || strcmp(shown->uuid, listed->uuid) != 0)
+		return (struct ghost_judgement){GHOST_FORGET, GHOST_OTHER_RUNNER};
+	if (strcmp(shown->status, "offline") != 0)
+		return (struct ghost_judgement){GHOST_SPARE, GHOST_IN_USE};
+	return (struct ghost_judgement){GHOST_DELETE, GHOST_OURS_OFFLINE};
+}
+
+/* Says what the judgement means for runner id; false when the loop should
+ * stop asking. */
+static bool say_judgement(int64_t id, struct ghost_judgement j, const struct runner_info *shown,
+			  const struct forge_answer *a, enum verdict v)
+{
+	switch (j.reason) {
+	case GHOST_GONE:
+		log_debug("superseded runner %" PRId64 " is gone from the forge already", id);
+		break;
+	case GHOST_NO_ANSWER:
+		log_warning("cannot look up superseded runner %" PRId64
+			    " (%s); next boot tries again",
+			    id, a->status ? verdict_name(v) : a->error);
+		return false; /* a forge that does not answer one will not answer the next */
+	case GHOST_NO_UUID:
+		log_debug("superseded runner %" PRId64 ": the forge shows no uuid, so it cannot be "
+			  "proven ours; never deleted, forgotten",
+			  id);
+		break;
+	case GHOST_OTHER_RUNNER:
+		log_debug("runner %" PRId64 " on the forge is another runner now; forgotten", id);
+		break;
+	case GHOST_IN_USE:
+		log_warning("superseded runner %" PRId64 " is %s, not offline: something uses its "
+			    "credentials; not deleting it",
+			    id, shown->status[0] ? shown->status : "of unknown status");
+		break;
+	case GHOST_OURS_OFFLINE:
+		break;
+	}
+	return true;
+}
+
+/* Deletes runner id.  Returns false when the loop should stop. */
+static bool delete_ghost(struct forge *f, int64_t id, int64_t deadline, bool *deleted)
+{
+	struct forge_answer a;
+	enum verdict v = forge_delete_runner(f, id, deadline, &a);
+
+	*deleted = false;
+	if (v == VERDICT_NO_ROUTE) {
+		log_debug("forge has no DELETE /api/v1/admin/actions/runners/{id}; no clean-up");
+		return false;
+	}
+	if (v != VERDICT_OK && v != VERDICT_GONE) {
+		log_warning("cannot delete superseded runner %" PRId64
+			    " (%s); next boot tries again",
+			    id, a.status ? verdict_name(v) : a.error);
+		return false;
+	}
+	if (v == VERDICT_OK) {
+		log_info("deleted superseded runner %" PRId64 " from the forge", id);
+		*deleted = true;
+	}
+	return true;
+}
+
+void ghosts_clean(struct forge *f, enum lookup_route route, struct state *s, int64_t deadline_ms,
+		  bool dry_run, int64_t *deleted, size_t *n_deleted)
+{
+	size_t i = 0;
+
+	while (i < s->n_superseded) {
+		const struct state_runner *e = &s->superseded[i];
+		int64_t id = e->id;
+		struct runner_info shown;
+		struct forge_answer a;
+		struct ghost_judgement j;
+		enum verdict v;
+		bool gone;
+
+		if (clock_now_ms() >= deadline_ms) {
+			log_warning(
+			    "clean-up of superseded runners ran out of time; next boot goes on");
+			return;
+		}
+		v = forge_lookup_listed(f, route, id, deadline_ms, &a);
+		j = ghosts_judge(e, v,
+				 v == VERDICT_OK && answer_runner(&a, &shown) == 0 ? &shown : NULL);
+		if (!say_judgement(id, j, &shown, &a, v))
+			return;
+		switch (j.fate) {
+		case GHOST_FORGET:
+			state_forget(s, i);
+			continue;
+		case GHOST_SPARE:
+		case GHOST_LISTED:
+			i++;
+			continue;
+		case GHOST_DELETE:
+			break;
+		}
+		if (dry_run) {
+			log_info("would delete superseded runner %" PRId64 " from the forge", id);
+			deleted[(*n_deleted)++] = id;
+			i++;
+			continue;
+		}
+		if (!delete_ghost(f, id, deadline_ms, &gone))
+			return;
+		if (gone)
+			deleted[(*n_deleted)++] = id;
+		state_forget(s, i);
+	}
+}

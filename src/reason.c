@@ -1,0 +1,207 @@
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "container.h"
+#include "reason.h"
+
+static const char *const token_words[] = {
+    [TOKEN_CURRENT] = "the current registration token",
+    [TOKEN_REMEMBERED] = "the remembered registration token",
+    [TOKEN_PLACEHOLDER] = "the placeholder",
+    [TOKEN_UNCHANGED] = "nothing",
+};
+
+const char *reason_token_words(enum token_source t)
+{
+	return token_words[t];
+}
+
+static bool kept(const struct decision *d)
+{
+	return d->fate == FATE_CONFIRMED || d->fate == FATE_UNVERIFIED;
+}
+
+char *reason_say(char *buf, size_t n, enum reason r, const struct decision *d,
+		 const struct reason_context *c)
+{
+	const char *keeping = kept(d) ? "; keeping .runner" : "";
+	char cause[256];
+
+	buf[0] = '\0';
+	switch (r) {
+	case REASON_NONE:
+		break;
+	case REASON_NO_ADMIN_TOKEN:
+		snprintf(buf, n, "%s",
+			 c->dry_run ? "no admin token yet (forge still initialising; a run would "
+				      "wait up to --retry-timeout for it)"
+				    : "no admin token yet (forge still initialising)");
+		break;
+	case REASON_NO_RUNNER:
+		snprintf(buf, n, "no .runner");
+		break;
+	case REASON_STILL_REGISTERED:
+		snprintf(buf, n, "runner %" PRId64 " still registered", c->id);
+		break;
+	case REASON_NO_LOOKUP_ROUTE:
+		snprintf(buf, n, "forge has no runner lookup API");
+		break;
+	case REASON_NO_ANSWER:
+		snprintf(buf, n, "forge did not answer (%s)", c->lookup_error);
+		break;
+	case REASON_STILL_BUSY:
+		snprintf(buf, n, "forge still answered %ld at --retry-timeout", c->lookup_status);
+		break;
+	case REASON_REREGISTER:
+		snprintf(buf, n, "--reregister");
+		break;
+	case REASON_NOT_REGULAR:
+		snprintf(buf, n, "%s is not a regular file", c->runner_file);
+		break;
+	case REASON_TOO_LARGE:
+		snprintf(buf, n, "%s is larger than " RUNNER_FILE_MAX_TEXT, c->runner_file);
+		break;
+	case REASON_MALFORMED:
+		snprintf(buf, n, "%s is malformed (no runner id)", c->runner_file);
+		break;
+	case REASON_OTHER_UUID:
+		snprintf(buf, n,
+			 "runner %" PRId64 " on the forge is a different runner (uuid differs)",
+			 c->id);
+		break;
+	case REASON_OTHER_NAME:
+		snprintf(buf, n,
+			 "runner %" PRId64 " on the forge is a different runner (name differs)",
+			 c->id);
+		break;
+	case REASON_GONE:
+		snprintf(buf, n, "runner %" PRId64 " is gone from the forge (404)", c->id);
+		break;
+	case REASON_LOOKUP_UNEXPECTED:
+		snprintf(buf, n, "forge answered %ld to the lookup of runner %" PRId64,
+			 c->lookup_status, c->id);
+		break;
+	case REASON_TOKEN_CHANGED:
+		snprintf(buf, n, "registration token changed and the forge cannot look runners up");
+		break;
+	case REASON_ADMIN_TOKEN_UNUSABLE:
+		snprintf(buf, n, "admin token file %s %s", c->admin_token_file, c->admin_token_why);
+		break;
+	case REASON_CA_FILE:
+		snprintf(buf, n, "--ca-file %s cannot be read: %s", c->ca_file, strerror(c->error));
+		break;
+	case REASON_SETUP:
+		snprintf(buf, n, "cannot set up HTTP: %s", strerror(c->error));
+		break;
+	case REASON_NO_OPENAT2:
+		snprintf(buf, n, "the kernel has no openat2(2): cannot resolve %s safely inside %s",
+			 c->runner_file, c->container_root);
+		break;
+	case REASON_NO_PROC:
+		snprintf(buf, n, "/proc is not mounted: cannot read %s safely", c->runner_file);
+		break;
+	case REASON_UNREADABLE:
+		snprintf(buf, n, "cannot read %s inside %s: %s", c->runner_file, c->container_root,
+			 strerror(c->error));
+		break;
+	case REASON_CANNOT_DELETE:
+		snprintf(buf, n, "%s, but it cannot be deleted: %s",
+			 reason_say(cause, sizeof(cause), c->cause, d, c), strerror(c->error));
+		break;
+	case REASON_AUTH:
+		snprintf(buf, n, "forge rejected the admin token (%ld)%s",
+			 c->fetch_error ? c->fetch_status : c->lookup_status, keeping);
+		break;
+	case REASON_TLS:
+		snprintf(buf, n, "TLS with the forge failed: %s%s",
+			 c->fetch_error ? c->fetch_error : c->lookup_error, keeping);
+		break;
+	case REASON_NO_TOKEN_IN_TIME:
+		snprintf(buf, n, "no registration token within --retry-timeout (last answer: %s)",
+			 c->fetch_status ? verdict_name(c->fetch_verdict) : c->fetch_error);
+		break;
+	case REASON_NO_TOKEN_ROUTE:
+		snprintf(buf, n, "forge has none of %s", c->token_routes);
+		break;
+	case REASON_TOKEN_UNEXPECTED:
+		snprintf(buf, n, "forge answered %ld to the registration-token request",
+			 c->fetch_status);
+		break;
+	case REASON_NOT_A_TOKEN:
+		snprintf(buf, n, "forge's answer is not a valid registration token");
+		break;
+	case REASON_OUTPUT:
+		snprintf(buf, n, "cannot write %s: %s", c->output, strerror(c->error));
+		break;
+	}
+	return buf;
+}
+
+/* Adds how long the run waited for the admin token file. */
+static char *say_wait(char *buf, size_t n, const struct reason_context *c)
+{
+	size_t len = strlen(buf);
+
+	if (c->waited_ms > 0 && len < n)
+		snprintf(buf + len, n - len,
+			 " (waited %" PRId64 ".%01" PRId64 " s for the admin token file)",
+			 c->waited_ms / 1000, c->waited_ms % 1000 / 100);
+	return buf;
+}
+
+/* What became of .runner, as the end of a sentence. */
+static const char *runner_words(const struct decision *d)
+{
+	if (d->action == ACTION_PLACEHOLDER)
+		return ""; /* nothing was decided about it */
+	switch (d->fate) {
+	case FATE_CONFIRMED:
+		return "; keeping .runner";
+	case FATE_UNVERIFIED:
+		return "; keeping .runner unverified";
+	case FATE_DISCARDED:
+		return "; deleted .runner";
+	case FATE_ABSENT:
+		break;
+	}
+	return "";
+}
+
+/* What a dry run would do to .runner, as the start of "would ...". */
+static const char *dry_runner_words(const struct decision *d)
+{
+	if (d->action == ACTION_KEEP)
+		return "keep .runner and ";
+	if (d->action == ACTION_REREGISTER)
+		return "delete .runner and ";
+	return "";
+}
+
+char *reason_conclude(char *buf, size_t n, const struct decision *d, const struct reason_context *c)
+{
+	char why[256]; /* a cause is cut at 255 bytes */
+
+	reason_say(why, sizeof(why), d->reason, d, c);
+	if (d->failure != FAILURE_NONE)
+		snprintf(buf, n, "%s", why);
+	else if (c->dry_run)
+		snprintf(buf, n, "%s: would %swrite %s", why, dry_runner_words(d),
+			 reason_token_words(d->output));
+	else
+		snprintf(buf, n, "%s%s; wrote %s to %s", why, runner_words(d),
+			 reason_token_words(d->output), c->output);
+	return say_wait(buf, n, c);
+}
+
+char *reason_announce(char *buf, size_t n, const struct decision *d, const struct reason_context *c)
+{
+	char why[256]; /* a cause is cut at 255 bytes */
+
+	if (d->fate == FATE_DISCARDED)
+		snprintf(buf, n, "%s: re-registering",
+			 reason_say(why, sizeof(why), d->reason, d, c));
+	else
+		snprintf(buf, n, "%s: registering", reason_say(why, sizeof(why), d->reason, d, c));
+	return say_wait(buf, n, c);
+}
