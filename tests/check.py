@@ -41,6 +41,11 @@ def run_unit(binary, env=None):
     name = os.path.basename(binary)
     for m in re.finditer(r"^\[\s+OK\s+\] (\S+)", p.stdout, re.M):
         report("passed", "unit/%s/%s" % (name, m.group(1)))
+    # A case that cannot run here calls skip() after saying why on stderr
+    # ("skipped: needs root ..."), which is shown with it.
+    for m in re.finditer(r"^\[\s+SKIPPED\s+\] (\S+)$", p.stdout, re.M):
+        why = re.search(r"skipped: (.*)", p.stderr + p.stdout)
+        report("skipped", "unit/%s/%s" % (name, m.group(1)), why.group(1) if why else "skip()")
     failed = re.findall(r"^\[\s+FAILED\s+\] (\S+)$", p.stdout, re.M)
     for t in failed:
         report("failed", "unit/%s/%s" % (name, t), p.stdout + p.stderr)

@@ -147,19 +147,27 @@ class Env:
             a.append("--forge-url=http://127.0.0.1:%d" % unused_port())
         return a + list(extra)
 
-    def run(self, f=None, *extra, retry_timeout="2", env=None, timeout=30, argv=None):
+    def run(self, f=None, *extra, retry_timeout="2", env=None, timeout=30, argv=None,
+            umask=-1):
         argv = argv or self.args(f, *extra, retry_timeout=retry_timeout)
         start = time.monotonic()
         p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                           env=run_env(env), errors="replace")
+                           env=run_env(env), errors="replace", umask=umask)
         r = Result(p.returncode, p.stdout, p.stderr, time.monotonic() - start)
         self.assert_no_leak(r)
         return r
 
-    def spawn(self, f=None, *extra, retry_timeout="2", env=None):
+    def spawn(self, f=None, *extra, retry_timeout="2", env=None, user=None):
         return subprocess.Popen(self.args(f, *extra, retry_timeout=retry_timeout),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=run_env(env), text=True, errors="replace")
+                                env=run_env(env), text=True, errors="replace", user=user)
+
+    def give_to(self, uid):
+        """Hands the whole scratch directory to uid (root only)."""
+        for top, dirs, files in os.walk(self.dir):
+            for name in dirs + files:
+                os.lchown(os.path.join(top, name), uid, uid)
+        os.lchown(self.dir, uid, uid)
 
     def assert_no_leak(self, r):
         for secret in self.secrets:
@@ -205,6 +213,21 @@ def unused_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def says(text, *parts):
+    """True when one line of text holds every part, in this order: what a
+    sentence must say, not how it says it (its wording is no contract)."""
+    for line in text.splitlines():
+        pos = 0
+        for part in parts:
+            found = line.find(part, pos)
+            if found < 0:
+                break
+            pos = found + len(part)
+        else:
+            return True
+    return False
 
 
 def expect(r, rc):

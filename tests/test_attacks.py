@@ -361,33 +361,58 @@ def redirect_is_not_followed_and_other_server_sees_nothing(env):
     assert other.connections == 0
 
 
+def descendants(pid):
+    """pid and every process below it, from /proc."""
+    children = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/stat" % name) as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
 @case
 def secrets_absent_from_proc_while_waiting(env):
+    """While the tool waits on the forge, neither it nor anything it started
+    shows a secret in its argv or environment, and it is not dumpable: its
+    /proc files belong to root, not to the user it runs as.  As root it runs
+    as nobody, so that ownership tells, and every /proc file can be read."""
     env.write_runner()
     f = env.forge(runners={})
     f.script("token", {"mode": "hang"})
-    p = env.spawn(f, retry_timeout="3")
+    user = None
+    if os.geteuid() == 0:
+        user = 65534
+        env.give_to(user)
+    p = env.spawn(f, retry_timeout="3", user=user)
     try:
         deadline = time.monotonic() + 3
         while DESIGN_TOKEN not in paths_seen(f) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert DESIGN_TOKEN in paths_seen(f), "never got to the token request"
-        seen = []
-        for name in ("cmdline", "environ"):
-            try:
-                with open("/proc/%d/%s" % (p.pid, name), "rb") as fh:
-                    seen.append(fh.read())
-            except PermissionError:
-                seen.append(b"")  # not dumpable: even better
-        for blob in seen:
-            for secret in (ADMIN, REG, "RunnerOwnSecretCanary"):
-                assert secret.encode() not in blob, "secret in /proc"
-        if os.geteuid() == 0:
-            assert seen[0] and seen[1], "/proc/<pid> unreadable as root?"
-        else:  # PR_SET_DUMPABLE 0 hands /proc/<pid> to root (or, in a user
-            # namespace such as Nix's sandbox, to the unmapped overflow uid)
-            st = os.stat("/proc/%d/environ" % p.pid)
-            assert st.st_uid != os.getuid(), "process is dumpable: environ is ours"
+        for pid in descendants(p.pid):
+            for name in ("cmdline", "environ"):
+                try:
+                    with open("/proc/%d/%s" % (pid, name), "rb") as fh:
+                        blob = fh.read()
+                except PermissionError:
+                    assert os.geteuid() != 0, "/proc/%d unreadable as root" % pid
+                    continue  # not dumpable, and we are not root
+                for secret in (ADMIN, REG, "RunnerOwnSecretCanary"):
+                    assert secret.encode() not in blob, "secret in /proc/%d/%s" % (pid, name)
+        # PR_SET_DUMPABLE 0 hands /proc/<pid> to root (or, in a user
+        # namespace such as Nix's sandbox, to the unmapped overflow uid).
+        st = os.stat("/proc/%d/environ" % p.pid)
+        assert st.st_uid != (user if user is not None else os.getuid()), \
+            "process is dumpable: its environ belongs to its own user"
     finally:
         p.kill()
         out, err = p.communicate()

@@ -65,8 +65,10 @@ def cleanup_asks_only_the_lookup_route_that_answered(env):
     listed(env, (2, GHOST_UUID))
     f = ghost_forge(env)
     expect(env.run(f), 0)
-    # The design route answered "no such route" for runner 1: never again.
+    # The design route answered "no such route" for runner 1: never again;
+    # the route that answered is asked.
     assert seen(f).count("GET /api/v1/admin/runners/2") == 0, seen(f)
+    assert seen(f).count("GET " + GHOST) == 1, seen(f)
 
 
 @case
@@ -123,6 +125,7 @@ def ghost_already_gone_is_forgotten(env):
     f = ghost_forge(env)
     expect(env.run(f), 0)
     assert superseded(env) == []
+    assert "GET /api/v1/admin/actions/runners/3" in seen(f), seen(f)  # asked, then forgotten
     assert not any(s.startswith("DELETE") for s in seen(f)), seen(f)
 
 

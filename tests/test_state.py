@@ -6,7 +6,7 @@ import json
 import os
 import stat
 
-from harness import PLACEHOLDER, REG, UUID, case, expect, paths_seen
+from harness import PLACEHOLDER, REG, UUID, case, expect, needs_root, paths_seen
 from test_operator import json_outcome
 
 TOKEN_LINE = "TOKEN=%s\n" % REG
@@ -260,6 +260,18 @@ def state_file_writable_by_others_is_not_believed(env):
     expect(r, 0)
     env.assert_output(PLACEHOLDER)  # the injected token is not used
     assert "is group- or world-writable; ignoring it" in r.stderr, r
+
+
+@case
+def state_file_not_ours_is_not_believed(env):
+    needs_root()  # a file of another owner
+    remember(env, NEW_REG)
+    os.chown(env.state_file, 65534, 65534)
+    env.write_runner()
+    r = env.run(None)
+    expect(r, 0)
+    env.assert_output(PLACEHOLDER)  # the planted token is not used
+    assert "is not owned by us; ignoring it" in r.stderr, r
 
 
 @case

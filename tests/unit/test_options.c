@@ -41,6 +41,10 @@ static void defaults(void **state)
 	assert_int_equal(o.retry_timeout_ms, 30000);
 	assert_null(o.unix_socket);
 	assert_null(o.ca_file);
+	assert_string_equal(o.state_file, "/var/lib/hive-ci-prefetch/hive-ci.json");
+	assert_int_equal(o.token_format, TOKEN_FORMAT_ENV);
+	assert_true(o.cleanup);
+	assert_false(o.placeholder_on_keep);
 	assert_false(o.reregister || o.dry_run || o.json);
 	assert_int_equal(o.verbosity, 0);
 }
