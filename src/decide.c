@@ -61,89 +61,68 @@ static struct decision fail(struct decision d, enum failure failure, enum reason
 	return d;
 }
 
+static struct decision fated(enum fate fate, enum reason reason)
+{
+	return (struct decision){.next = STEP_DONE, .fate = fate, .reason = reason};
+}
+
 /* The fate of .runner once it was read (and looked up, where it can be);
  * next is STEP_LOOKUP while the lookup is still to be made. */
 static struct decision judge_runner(const struct facts *f)
 {
-	struct decision d = {.next = STEP_DONE, .fate = FATE_UNVERIFIED};
+	struct decision kept = fated(FATE_UNVERIFIED, REASON_NONE);
 
-	if (f->reregister) {
-		d.fate = FATE_DISCARDED;
-		d.reason = REASON_REREGISTER;
-		return d;
-	}
+	if (f->reregister)
+		return fated(FATE_DISCARDED, REASON_REREGISTER);
 	switch (f->held) {
 	case HELD_NOTHING:
-		d.fate = FATE_ABSENT;
-		d.reason = REASON_NO_RUNNER;
-		return d;
+		return fated(FATE_ABSENT, REASON_NO_RUNNER);
 	case HELD_NOT_REGULAR:
-		d.fate = FATE_DISCARDED;
-		d.reason = REASON_NOT_REGULAR;
-		return d;
+		return fated(FATE_DISCARDED, REASON_NOT_REGULAR);
 	case HELD_TOO_LARGE:
-		d.fate = FATE_DISCARDED;
-		d.reason = REASON_TOO_LARGE;
-		return d;
+		return fated(FATE_DISCARDED, REASON_TOO_LARGE);
 	case HELD_MALFORMED:
-		d.fate = FATE_DISCARDED;
-		d.reason = REASON_MALFORMED;
-		return d;
+		return fated(FATE_DISCARDED, REASON_MALFORMED);
 	case HELD_NO_OPENAT2:
-		return fail(d, FAILURE_NO_OPENAT2, REASON_NO_OPENAT2);
+		return fail(kept, FAILURE_NO_OPENAT2, REASON_NO_OPENAT2);
 	case HELD_NO_PROC:
-		return fail(d, FAILURE_RUNNER_IO, REASON_NO_PROC);
+		return fail(kept, FAILURE_RUNNER_IO, REASON_NO_PROC);
 	case HELD_UNREADABLE:
-		return fail(d, FAILURE_RUNNER_IO, REASON_UNREADABLE);
+		return fail(kept, FAILURE_RUNNER_IO, REASON_UNREADABLE);
 	case HELD_RUNNER:
 		break;
 	}
 	if (!f->looked_up) {
-		d.next = STEP_LOOKUP;
-		return d;
+		kept.next = STEP_LOOKUP;
+		return kept;
 	}
 
 	switch (f->lookup) {
 	case VERDICT_OK:
-		if (runner_match_is_same(f->match)) {
-			d.fate = FATE_CONFIRMED;
-			d.reason = REASON_STILL_REGISTERED;
-		} else {
-			d.fate = FATE_DISCARDED;
-			d.reason =
-			    f->match == RUNNER_OTHER_UUID ? REASON_OTHER_UUID : REASON_OTHER_NAME;
-		}
-		return d;
+		if (runner_match_is_same(f->match))
+			return fated(FATE_CONFIRMED, REASON_STILL_REGISTERED);
+		return fated(FATE_DISCARDED,
+			     f->match == RUNNER_OTHER_UUID ? REASON_OTHER_UUID : REASON_OTHER_NAME);
 	case VERDICT_GONE:
-		d.fate = FATE_DISCARDED;
-		d.reason = REASON_GONE;
-		return d;
+		return fated(FATE_DISCARDED, REASON_GONE);
 	case VERDICT_NO_ROUTE:
 		/* Only a changed registration token can tell that such a forge
 		 * was reset or wiped since the runner registered. */
-		if (f->fetched && f->fetch == VERDICT_OK && f->token_valid && f->token_changed) {
-			d.fate = FATE_DISCARDED;
-			d.reason = REASON_TOKEN_CHANGED;
-		} else {
-			d.reason = REASON_NO_LOOKUP_ROUTE;
-		}
-		return d;
+		if (f->fetched && f->fetch == VERDICT_OK && f->token_valid && f->token_changed)
+			return fated(FATE_DISCARDED, REASON_TOKEN_CHANGED);
+		return fated(FATE_UNVERIFIED, REASON_NO_LOOKUP_ROUTE);
 	case VERDICT_NO_ANSWER:
-		d.reason = REASON_NO_ANSWER;
-		return d;
+		return fated(FATE_UNVERIFIED, REASON_NO_ANSWER);
 	case VERDICT_TRANSIENT:
-		d.reason = REASON_STILL_BUSY;
-		return d;
+		return fated(FATE_UNVERIFIED, REASON_STILL_BUSY);
 	case VERDICT_AUTH_REJECTED:
-		return fail(d, FAILURE_AUTH, REASON_AUTH);
+		return fail(kept, FAILURE_AUTH, REASON_AUTH);
 	case VERDICT_TLS_FAILED:
-		return fail(d, FAILURE_TLS, REASON_TLS);
+		return fail(kept, FAILURE_TLS, REASON_TLS);
 	case VERDICT_UNEXPECTED:
 		break;
 	}
-	d.fate = FATE_DISCARDED;
-	d.reason = REASON_LOOKUP_UNEXPECTED;
-	return d;
+	return fated(FATE_DISCARDED, REASON_LOOKUP_UNEXPECTED);
 }
 
 /* Whether this fate wants the forge's current registration token. */
