@@ -25,9 +25,9 @@ B = build
 # The pure parts: unit-tested and fuzzed without a network or a filesystem.
 PURE_SRCS = src/answer.c src/options.c src/runner.c src/token.c src/utf8.c
 # The state file's list rules are pure too; its file I/O comes along.
-UNIT_SRCS = $(PURE_SRCS) src/state.c src/atomic.c src/fileio.c
+UNIT_SRCS = $(PURE_SRCS) src/state.c src/atomic.c src/fileio.c src/peer.c
 SRCS      = $(PURE_SRCS) src/atomic.c src/container.c src/fileio.c src/flow.c src/forge.c src/log.c \
-	    src/main.c src/output.c src/secret.c src/state.c src/wipe_alloc.c
+	    src/main.c src/output.c src/peer.c src/secret.c src/state.c src/wipe_alloc.c
 OBJS      = $(SRCS:src/%.c=$(B)/%.o)
 UNIT      = $(patsubst tests/unit/%.c,$(B)/%,$(wildcard tests/unit/test_*.c))
 FUZZERS   = runner answer
