@@ -375,10 +375,10 @@ static int parse_decimal(const char *s, unsigned long max, unsigned long *v)
  * ... Returns 0, or -EINVAL for a line that is not such a row. */
 static int parse_row(const char *line, bool v6, struct proc_row *row)
 {
-	char local[48], remote[48], state[3], uid[12], inode[24];
+	char local[48], remote[48], state[4], uid[12], inode[24];
 	unsigned long st, u, ino;
 
-	if (sscanf(line, " %*s %47s %47s %2s %*s %*s %*s %11s %*s %23s", local, remote, state, uid,
+	if (sscanf(line, " %*s %47s %47s %3s %*s %*s %*s %11s %*s %23s", local, remote, state, uid,
 		   inode) != 5)
 		return -EINVAL;
 	if (parse_hex_endpoint(local, v6, &row->local) < 0 ||
@@ -500,8 +500,11 @@ int peer_tcp_owner(const struct peer_endpoint *server, const struct peer_endpoin
 {
 	int r, p;
 
+	r = check_pair(server, client);
+	if (r < 0)
+		return r;
 	r = peer_tcp_owner_netlink(server, client, uid);
-	if (r == 0 || r == -ENOTCONN || r == -EINVAL)
+	if (r == 0 || r == -ENOTCONN)
 		return r;
 	/* Netlink closed to us (a seccomp filter, RestrictAddressFamilies=),
 	 * or without inet_diag (also -ENOENT): /proc has the same table. */

@@ -18,6 +18,7 @@
 #include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -317,6 +318,26 @@ static void owner_of_a_request_sock(void **state)
 	close(l);
 }
 
+/* The forge restarts: its listener closes while our SYN sits in its queue
+ * as a request sock (for about a second more).  No listener, no owner. */
+static void request_sock_of_a_closed_listener(void **state)
+{
+	(void)state;
+	int l = tcp_listener(AF_INET, "127.0.0.1", -1, true);
+	int c;
+
+	assert_true(l >= 0);
+	c = tcp_connect(AF_INET, "127.0.0.1", local_port(l));
+	close(l);
+	if (server_state(c) != TCP_SYN_RECV) {
+		print_message("skipped: the request sock went with its listener\n");
+		close(c);
+		skip();
+	}
+	expect_owner(c, -ENOENT);
+	close(c);
+}
+
 static void no_such_connection(void **state)
 {
 	(void)state;
@@ -376,6 +397,45 @@ static void closing_server_end(void **state)
 	close(c);
 	assert_int_equal(peer_tcp_owner(&e.server, &e.local, &uid), -ENOTCONN);
 	assert_int_equal(proc_tables_owner(&e, &uid), -ENOTCONN);
+	close(l);
+}
+
+/* The tables are per network namespace: from another one, our connection
+ * (and its listener) do not exist. */
+static void other_network_namespace_sees_nothing(void **state)
+{
+	(void)state;
+	int l = tcp_listener(AF_INET, "127.0.0.1", -1, false);
+	int c, status;
+	struct ends e;
+	pid_t pid;
+
+	assert_true(l >= 0);
+	c = tcp_connect(AF_INET, "127.0.0.1", local_port(l));
+	ends_of(c, &e);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		uid_t uid = 4242;
+
+		if (unshare(CLONE_NEWNET) < 0 && unshare(CLONE_NEWUSER | CLONE_NEWNET) < 0)
+			_exit(10);
+		if (peer_tcp_owner_netlink(&e.server, &e.local, &uid) != -ENOENT)
+			_exit(11);
+		if (peer_tcp_owner(&e.server, &e.local, &uid) != -ENOENT || uid != 4242)
+			_exit(12);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 10) {
+		print_message("skipped: cannot make a network namespace here\n");
+		skip();
+	}
+	/* 11 netlink saw it, 12 /proc saw it */
+	assert_int_equal(WEXITSTATUS(status), 0);
+	expect_owner(c, (long)geteuid()); /* and here it is */
+	close(c);
 	close(l);
 }
 
@@ -900,8 +960,10 @@ int main(void)
 	    cmocka_unit_test(owner_over_ipv6),
 	    cmocka_unit_test(owner_over_ipv4_mapped),
 	    cmocka_unit_test(owner_of_a_request_sock),
+	    cmocka_unit_test(request_sock_of_a_closed_listener),
 	    cmocka_unit_test(no_such_connection),
 	    cmocka_unit_test(closing_server_end),
+	    cmocka_unit_test(other_network_namespace_sees_nothing),
 	    cmocka_unit_test(owner_of_another_user),
 	    cmocka_unit_test(netlink_denied_falls_back_to_proc),
 	    cmocka_unit_test(proc_tables_as_text),
