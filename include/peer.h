@@ -52,11 +52,12 @@ int peer_tcp_owner(const struct peer_endpoint *server, const struct peer_endpoin
 int peer_tcp_owner_str(const char *server_ip, long server_port, const char *local_ip,
 		       long local_port, uid_t *uid);
 
-/* The uid of the process that created the listening socket (or the other
- * half of the pair) that the connected AF_UNIX socket fd talks to
- * (SO_PEERCRED).  Returns 0 with *uid set; -ENOTSOCK, or -EAFNOSUPPORT for
- * a socket that is not AF_UNIX; -ENOTCONN when fd is not connected; or
- * -errno from getsockopt(). */
+/* The uid that the other end of the connected AF_UNIX stream or seqpacket
+ * socket fd had when it called listen() (or created the pair), from
+ * SO_PEERCRED; it holds before accept().  Returns 0 with *uid set;
+ * -ENOTSOCK, or -EAFNOSUPPORT for a socket that is not AF_UNIX;
+ * -EPROTOTYPE for a datagram socket (connect() records no credentials);
+ * -ENOTCONN when fd is not connected; or -errno from getsockopt(). */
 int peer_unix_owner(int fd, uid_t *uid);
 
 /* The owner of whatever the connected socket fd talks to: AF_UNIX through
@@ -89,7 +90,8 @@ bool peer_host_is_loopback(const char *host);
  * netlink one returns -ENOENT when the kernel knows no such socket, and
  * -EPERM, -EACCES, -EAFNOSUPPORT or -EPROTONOSUPPORT when netlink is closed
  * to us.  The /proc one reads the tables from tcp and tcp6 (either may be
- * NULL: no such table), in the kernel's text format. */
+ * NULL: no such table), in the kernel's text format, and returns -EBADMSG
+ * for a row that does not parse. */
 int peer_tcp_owner_netlink(const struct peer_endpoint *server, const struct peer_endpoint *client,
 			   uid_t *uid);
 int peer_tcp_owner_proc(FILE *tcp, FILE *tcp6, const struct peer_endpoint *server,
