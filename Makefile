@@ -27,10 +27,10 @@ PURE_SRCS = src/answer.c src/decide.c src/options.c src/reason.c src/runner.c sr
 # The state file's list rules and the clean-up's judge are pure too; their
 # I/O (files; the forge client) comes along.
 UNIT_SRCS = $(PURE_SRCS) src/state.c src/atomic.c src/fileio.c src/ghosts.c src/forge.c \
-	    src/forge_api.c src/log.c src/wipe_alloc.c
+	    src/forge_api.c src/log.c src/peer.c src/wipe_alloc.c
 SRCS      = $(PURE_SRCS) src/atomic.c src/container.c src/fileio.c src/flow.c src/forge.c \
-	    src/forge_api.c src/ghosts.c src/log.c src/main.c src/output.c src/secret.c src/state.c \
-	    src/wipe_alloc.c
+	    src/forge_api.c src/ghosts.c src/log.c src/main.c src/output.c src/peer.c src/secret.c \
+	    src/state.c src/wipe_alloc.c
 OBJS      = $(SRCS:src/%.c=$(B)/%.o)
 UNIT      = $(patsubst tests/unit/%.c,$(B)/%,$(wildcard tests/unit/test_*.c))
 FUZZERS   = runner answer
