@@ -17,6 +17,7 @@ struct forge_answer {
 	int64_t retry_after_ms; /* -1: no usable Retry-After */
 	const char *error;	/* status 0: why, for messages (never holds a secret) */
 	bool tls_failed;	/* status 0: TLS failed in a way asking again cannot fix */
+	bool wrong_peer;	/* status 0: the forge's end is not --forge-user's: nothing sent */
 };
 
 enum route_kind {
@@ -32,6 +33,7 @@ enum verdict {
 				  or clean-up route: the forge has no such route */
 	VERDICT_NO_ANSWER,     /* refused, reset, timed out */
 	VERDICT_TLS_FAILED,    /* certificate not verified, CA file unusable: permanent */
+	VERDICT_WRONG_PEER,    /* another user than --forge-user holds the forge's end: permanent */
 	VERDICT_AUTH_REJECTED, /* 401, 403 */
 	VERDICT_TRANSIENT,     /* worth asking again */
 	VERDICT_UNEXPECTED,    /* any other status */
@@ -44,15 +46,26 @@ enum verdict answer_classify(const struct forge_answer *a, enum route_kind kind)
 /* True when a request that got this verdict should be asked again. */
 bool answer_is_retryable(enum verdict v, enum route_kind kind);
 
-/* From a 200 lookup answer: the runner object's identity and status (see
- * runner_parse_object).  Returns 0, or -EBADMSG when the body is not a
- * whole JSON object (cut off at the cap, not JSON, not an object). */
-int answer_runner(const struct forge_answer *a, struct runner_info *info);
+/* From a 200 lookup answer: the object of runner id, its identity, status
+ * and scope (see runner_parse_object).  Returns 0, or -EBADMSG when the
+ * body is not that: cut off at the cap, empty, not JSON, not an object, or
+ * an object without that id (an HTML page, a proxy's answer, ...). */
+int answer_runner(const struct forge_answer *a, int64_t id, struct runner_info *info);
 
 /* From a 200 token answer: a JSON object whose "token" is a valid
  * registration token.  Returns 0 and a malloc'ed copy in *token (the caller
  * wipes it), or -EBADMSG when the body is not that. */
 int answer_token(const struct forge_answer *a, char **token);
+
+/* What a 401 or 403 says about the admin token, from the forge's JSON
+ * message. */
+enum auth_problem {
+	AUTH_REJECTED,	     /* nothing more is said (401: unknown, missing) */
+	AUTH_NO_SCOPE,	     /* the token lacks the scope the route needs (write:admin) */
+	AUTH_NOT_SITE_ADMIN, /* the token's user is not a site admin */
+};
+
+enum auth_problem answer_auth_problem(const struct forge_answer *a);
 
 /* A short human name for a verdict, for messages. */
 const char *verdict_name(enum verdict v);

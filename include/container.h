@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "fileio.h"
 
@@ -30,9 +31,11 @@ struct runner_file {
  * inside the container) with openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS),
  * then opens the last component itself without following it (O_PATH) and
  * reads it only if that is a regular file, reopened through /proc/self/fd.
- * Returns 0 with *rf filled, -ENOSYS when the kernel has no openat2,
- * -ENOMEDIUM when /proc is not mounted, or -errno. */
-int container_open_runner(const char *root, const char *path, struct runner_file *rf);
+ * A lookup that races renames is tried again until deadline_ms.  Returns 0
+ * with *rf filled, -ENOSYS when the kernel has no openat2, -ENOMEDIUM when
+ * /proc is not mounted, or -errno (-EAGAIN: renames raced it to the end). */
+int container_open_runner(const char *root, const char *path, struct runner_file *rf,
+			  int64_t deadline_ms);
 
 /* Removes the file (the link itself, never a target) with unlinkat on the
  * pinned directory; a non-empty directory is renamed aside to

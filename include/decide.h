@@ -62,6 +62,7 @@ enum failure {
 	FAILURE_ADMIN_TOKEN, /* the admin token file is unusable */
 	FAILURE_CA_FILE,     /* --ca-file cannot be read */
 	FAILURE_TLS,	     /* TLS failed in a way asking again cannot fix */
+	FAILURE_WRONG_PEER,  /* another user than --forge-user holds the forge's end */
 	FAILURE_SETUP,	     /* libcurl could not be set up */
 	FAILURE_NO_OPENAT2,  /* the kernel lacks openat2 */
 	FAILURE_OUTPUT,	     /* the output cannot be written */
@@ -80,6 +81,7 @@ enum reason {
 	REASON_STILL_REGISTERED,  /* the forge confirmed it */
 	REASON_NO_LOOKUP_ROUTE,	  /* the forge cannot look runners up */
 	REASON_NO_ANSWER,	  /* the lookup got no answer */
+	REASON_NOT_A_RUNNER,	  /* a 200 lookup whose body is no runner object */
 	REASON_STILL_BUSY,	  /* the lookup was still busy at the deadline */
 	REASON_REREGISTER,	  /* --reregister */
 	REASON_NOT_REGULAR,	  /* .runner is a symlink, FIFO, ... */
@@ -92,6 +94,8 @@ enum reason {
 	REASON_TOKEN_CHANGED,	  /* a new token where the forge cannot look up */
 	/* why a run stops (or, with .runner kept, warns and goes on) */
 	REASON_ADMIN_TOKEN_UNUSABLE,
+	REASON_REREGISTER_NO_ADMIN, /* --reregister, and no admin token to do it with */
+	REASON_STATE_LOCKED,	    /* another run held the state file's lock throughout */
 	REASON_CA_FILE,
 	REASON_SETUP,
 	REASON_NO_OPENAT2,
@@ -100,6 +104,7 @@ enum reason {
 	REASON_CANNOT_DELETE,
 	REASON_AUTH, /* the admin token was rejected */
 	REASON_TLS,
+	REASON_WRONG_PEER,	 /* the forge's end is not --forge-user's: nothing sent */
 	REASON_NO_TOKEN_IN_TIME, /* the fetch was still failing at the deadline */
 	REASON_NO_TOKEN_ROUTE,	 /* the forge has none of the token routes */
 	REASON_TOKEN_UNEXPECTED, /* any other answer to the fetch */
@@ -124,7 +129,8 @@ struct facts {
 
 	bool looked_up;		 /* STEP_LOOKUP ran */
 	enum verdict lookup;	 /* its verdict */
-	enum runner_match match; /* VERDICT_OK: how the forge's runner compares */
+	bool runner_object;	 /* VERDICT_OK: the answer is the runner's object, */
+	enum runner_match match; /* ... and how the forge's runner compares */
 	bool discarded;		 /* STEP_DISCARD ran */
 	bool fetched;		 /* STEP_FETCH ran */
 	enum verdict fetch;	 /* its verdict */

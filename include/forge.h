@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "answer.h"
 
@@ -10,6 +11,8 @@ struct forge_config {
 	const char *unix_socket; /* NULL: TCP */
 	const char *ca_file;	 /* NULL: system trust store */
 	const char *admin_token; /* sent only in the Authorization header */
+	const char *peer_user;	 /* NULL: who holds the forge's end is not checked; */
+	uid_t peer_uid;		 /* ... else its uid must be this */
 };
 
 struct forge;
@@ -18,6 +21,10 @@ struct forge;
  * allocator.  The admin token is copied into the header list (wiped on
  * forge_free); cfg need not outlive the call.  Returns 0 or -errno. */
 int forge_new(const struct forge_config *cfg, struct forge **out);
+
+/* Replaces the admin token the client sends (copied; the old copy wiped).
+ * Returns 0 or -errno. */
+int forge_set_admin_token(struct forge *f, const char *admin_token);
 
 /* Checks that the --ca-file can be used, before any request: it opens for
  * reading and is a regular file.  Returns 0 or -errno (-EISDIR for a

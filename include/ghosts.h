@@ -18,12 +18,15 @@ enum ghost_fate {
 };
 
 enum ghost_reason {
-	GHOST_OURS_OFFLINE, /* the listed uuid, offline */
+	GHOST_OURS_OFFLINE, /* the listed uuid, instance scope, our name, offline */
 	GHOST_IN_USE,	    /* the listed uuid, not offline */
 	GHOST_GONE,	    /* the forge does not know the id */
 	GHOST_NO_UUID,	    /* the forge shows no uuid: cannot be proven ours */
 	GHOST_OTHER_RUNNER, /* the id now names another runner */
+	GHOST_NOT_INSTANCE, /* a user's or a repository's runner: never this host's */
+	GHOST_OTHER_NAME,   /* not the name the forge shows for this host's runner */
 	GHOST_NO_ANSWER,    /* the lookup failed */
+	GHOST_NOT_A_RUNNER, /* a 200 whose body is no runner object */
 };
 
 struct ghost_judgement {
@@ -33,16 +36,16 @@ struct ghost_judgement {
 
 /* Judges a listed runner by the forge's answer to its lookup: the verdict,
  * and for VERDICT_OK the runner object it showed (NULL when the body is not
- * one).  Pure. */
-struct ghost_judgement ghosts_judge(const struct state_runner *listed, enum verdict v,
-				    const struct runner_info *shown);
+ * one).  name is what the forge calls this host's confirmed runner ("":
+ * unknown).  Pure. */
+struct ghost_judgement ghosts_judge(const struct state_runner *listed, const char *name,
+				    enum verdict v, const struct runner_info *shown);
 
 /* Looks each listed runner up (route: the lookup route that answered this
- * run) and deletes those judged GHOST_DELETE, or with dry_run only says it
- * would.  One attempt per request, until deadline_ms; any failure is one
- * warning and leaves the rest of the list for a later boot.  Forgotten and
- * deleted runners leave s's list; the ids deleted (a dry run: that would
- * be) are added to deleted[*n_deleted], which has room for
- * STATE_SUPERSEDED_MAX. */
-void ghosts_clean(struct forge *f, enum lookup_route route, struct state *s, int64_t deadline_ms,
-		  bool dry_run, int64_t *deleted, size_t *n_deleted);
+ * run; name: the forge's name for the runner it confirmed) and deletes those
+ * judged GHOST_DELETE, or with dry_run only says it would.  One attempt per request, until
+ * deadline_ms; any failure is one warning and leaves the rest of the list for a later boot.
+ * Forgotten and deleted runners leave s's list; the ids deleted (a dry run: that would be) are
+ * added to deleted[*n_deleted], which has room for STATE_SUPERSEDED_MAX. */
+void ghosts_clean(struct forge *f, enum lookup_route route, struct state *s, const char *name,
+		  int64_t deadline_ms, bool dry_run, int64_t *deleted, size_t *n_deleted);

@@ -5,13 +5,18 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "output.h"
 #include "program.h"
 
 struct options {
 	const char *forge_url;
+	bool forge_https;	 /* its scheme */
+	bool forge_loopback;	 /* its host is a loopback address (a literal, or localhost) */
 	const char *unix_socket; /* NULL: TCP */
+	const char *forge_user;	 /* NULL: whoever holds the forge's port is not checked */
+	uid_t forge_uid;	 /* ... else the uid that must */
 	const char *ca_file;	 /* NULL: the system's trust store */
 	const char *core_token_file;
 	const char *container_root;

@@ -17,14 +17,17 @@ struct reason_context {
 	const char *runner_file;
 	const char *container_root;
 	const char *output;
+	const char *state_file;
 	const char *admin_token_file;
 	const char *admin_token_why; /* what is wrong with that file */
 	const char *ca_file;
-	int error;		  /* errno of the failed I/O */
-	long lookup_status;	  /* 0: no answer */
-	const char *lookup_error; /* ... and why */
-	long fetch_status;	  /* the same for the registration-token fetch; */
+	int error;		       /* errno of the failed I/O */
+	long lookup_status;	       /* 0: no answer */
+	enum auth_problem lookup_auth; /* ... 401, 403: what the forge said */
+	const char *lookup_error;      /* ... and why */
+	long fetch_status;	       /* the same for the registration-token fetch; */
 	enum verdict fetch_verdict;
+	enum auth_problem fetch_auth;
 	const char *fetch_error;  /* ... NULL until it ran */
 	const char *token_routes; /* the routes asked for a token, for a message */
 	enum reason cause;	  /* why .runner was being discarded */

@@ -33,6 +33,7 @@ struct runner_info {
 	enum field name_field;
 	char name[RUNNER_NAME_MAX + 1];
 	char status[RUNNER_STATUS_MAX + 1]; /* forge objects: "offline", "idle", ...; "" if none */
+	bool instance_scope; /* forge objects: shown with owner_id and repo_id both 0 (Forgejo) */
 };
 
 /* How two records of the same id relate. */
@@ -51,7 +52,8 @@ enum runner_match {
 int runner_parse(const char *data, size_t len, struct runner_info *info);
 
 /* Parses a forge's runner object (Forgejo's or Gitea's shape; unknown fields
- * are ignored): "id", "uuid", "name", "status" as far as they are there.
+ * are ignored): "id", "uuid", "name", "status" as far as they are there, and
+ * whether "owner_id" and "repo_id" are both there and 0.
  * Returns 0, or -EINVAL when data is not a JSON object. */
 int runner_parse_object(const char *data, size_t len, struct runner_info *info);
 

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "atomic.h"
 #include "runner.h"
 
 #define STATE_FILE_MAX_KIB   64
@@ -27,18 +28,26 @@ struct state {
 	size_t n_superseded;
 	char *loaded; /* the file's bytes as read, so an unchanged state is not rewritten; wiped */
 	size_t loaded_len;
+	bool replace; /* a file is there that was not believed: write one anyway */
 };
 
+/* Takes the lock of the state file path (its directory created 0700),
+ * waiting until deadline_ms: the lock is held from reading the state to
+ * writing it, so that concurrent runs take turns.  See atomic_lock. */
+int state_lock(struct atomic_lock *l, const char *path, int64_t deadline_ms);
+
 /* Reads path into *s.  A missing file is an empty state (returns 0).  A file
- * that is not a regular file owned by us and writable only by us, is over
- * STATE_FILE_MAX bytes, or is not the expected JSON, leaves *s empty and
- * returns -errno with *why set to a static description.  Never logs. */
+ * that is not a regular file owned by us that only we can read and write,
+ * is over STATE_FILE_MAX bytes, or is not the expected JSON, leaves *s empty
+ * (but for s->replace) and returns -errno with *why set to a static
+ * description.  Never logs. */
 int state_load(const char *path, struct state *s, const char **why);
 
-/* Writes *s to path (directory created 0700, file 0600, replaced
- * atomically) unless it would write exactly the bytes that were loaded.
- * Returns 1 when written, 0 when unchanged, or -errno. */
-int state_save(const char *path, const struct state *s);
+/* Writes *s to the locked state file (file 0600, replaced atomically) unless
+ * it would write exactly the bytes that were loaded, or there is nothing to
+ * remember and no file to replace.  Returns 1 when written, 0 when
+ * unchanged, or -errno. */
+int state_save(const struct atomic_lock *l, const struct state *s);
 
 /* Wipes and frees. */
 void state_clear(struct state *s);

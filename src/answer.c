@@ -28,6 +28,8 @@ enum verdict answer_classify(const struct forge_answer *a, enum route_kind kind)
 {
 	long s = a->status;
 
+	if (s == 0 && a->wrong_peer)
+		return VERDICT_WRONG_PEER;
 	if (s == 0)
 		return a->tls_failed ? VERDICT_TLS_FAILED : VERDICT_NO_ANSWER;
 	if (s == 200)
@@ -68,9 +70,10 @@ bool answer_is_retryable(enum verdict v, enum route_kind kind)
 	return v == VERDICT_TRANSIENT;
 }
 
-int answer_runner(const struct forge_answer *a, struct runner_info *info)
+int answer_runner(const struct forge_answer *a, int64_t id, struct runner_info *info)
 {
-	if (!a->body || a->body_truncated || runner_parse_object(a->body, a->body_len, info) < 0)
+	if (!a->body || a->body_truncated || runner_parse_object(a->body, a->body_len, info) < 0 ||
+	    info->id != id)
 		return -EBADMSG;
 	return 0;
 }
@@ -91,6 +94,20 @@ int answer_token(const struct forge_answer *a, char **token)
 	return r;
 }
 
+enum auth_problem answer_auth_problem(const struct forge_answer *a)
+{
+	json_t *j = body_json(a);
+	const char *m = json_string_value(json_object_get(j, "message"));
+	enum auth_problem p = AUTH_REJECTED;
+
+	if (a->status == 403 && m && strstr(m, "site admin"))
+		p = AUTH_NOT_SITE_ADMIN;
+	else if (a->status == 403 && m && strstr(m, "scope"))
+		p = AUTH_NO_SCOPE;
+	json_decref(j);
+	return p;
+}
+
 const char *verdict_name(enum verdict v)
 {
 	switch (v) {
@@ -104,6 +121,8 @@ const char *verdict_name(enum verdict v)
 		return "no answer";
 	case VERDICT_TLS_FAILED:
 		return "TLS failed";
+	case VERDICT_WRONG_PEER:
+		return "not the forge's user";
 	case VERDICT_AUTH_REJECTED:
 		return "admin token rejected";
 	case VERDICT_TRANSIENT:

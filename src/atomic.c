@@ -7,7 +7,7 @@
  * is also what makes it safe to remove temporaries left by a run that was
  * killed.  The lock file has mode 0600 and our owner: no one else can open
  * it, so no one else can hold the lock (on the directory, any user who can
- * open it could, for ever). */
+ * open it could, for ever); and no wait for it outlasts its deadline. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +21,7 @@
 
 #include "atomic.h"
 #include "cleanup.h"
+#include "clock.h"
 #include "fileio.h"
 
 #define TMP_SUFFIX  ".tmp-"
@@ -86,28 +87,87 @@ static int open_parent(const char *path, const char **base, mode_t dir_mode)
 	return fd < 0 ? -errno : fd;
 }
 
-/* Opens ".<base>.lock" in dir_fd, creating it with mode 0600, and takes an
- * exclusive flock on it.  Refuses (-EPERM) a lock file that is not a regular
- * file of ours that only we can open: another user could hold it.  Returns
- * the fd, to be closed to unlock, or -errno. */
-static int lock_target(int dir_fd, const char *base)
+#define LOCK_POLL_MS 20 /* a lock given up is taken within this */
+
+/* Opens ".<base>.lock" in dir_fd: created 0600 whatever the umask, or an
+ * existing one that is exactly a regular file of ours with mode 0600
+ * (-ENOLCK otherwise: another user could open, and so hold, it). */
+static int open_lock_file(int dir_fd, const char *base)
 {
 	_cleanup_(closep) int fd = -1;
 	char name[NAME_MAX + 1];
 	struct stat st;
 
 	snprintf(name, sizeof(name), ".%s" LOCK_SUFFIX, base);
-	fd = openat(dir_fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
+	fd = openat(dir_fd, name,
+		    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
 		    0600);
-	if (fd < 0)
+	if (fd >= 0)
+		return fchmod(fd, 0600) < 0 ? -errno : TAKE_FD(fd);
+	if (errno != EEXIST)
 		return -errno;
+	fd = openat(dir_fd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ELOOP ? -ENOLCK : -errno;
 	if (fstat(fd, &st) < 0)
 		return -errno;
-	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
-		return -EPERM;
-	if (flock(fd, LOCK_EX) < 0)
-		return -errno;
+	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 07777) != 0600)
+		return -ENOLCK;
 	return TAKE_FD(fd);
+}
+
+int atomic_lock(struct atomic_lock *l, const char *path, mode_t dir_mode, int64_t deadline_ms)
+{
+	const char *base;
+	int r;
+
+	*l = (struct atomic_lock){.dir_fd = -1, .fd = -1};
+	r = open_parent(path, &base, dir_mode);
+	if (r < 0)
+		return r;
+	l->dir_fd = r;
+	if (strlen(base) + sizeof(TMP_SUFFIX) + 17 > NAME_MAX) {
+		atomic_unlock(l);
+		return -ENAMETOOLONG;
+	}
+	memcpy(l->base, base, strlen(base) + 1);
+	r = open_lock_file(l->dir_fd, base);
+	if (r < 0) {
+		atomic_unlock(l);
+		return r;
+	}
+	l->fd = r;
+	while (flock(l->fd, LOCK_EX | LOCK_NB) < 0) {
+		int64_t left = deadline_ms - clock_now_ms();
+
+		if ((errno != EWOULDBLOCK && errno != EINTR) || left <= 0) {
+			r = errno == EINTR ? -EWOULDBLOCK : -errno;
+			atomic_unlock(l);
+			return r;
+		}
+		sleep_ms(left < LOCK_POLL_MS ? left : LOCK_POLL_MS);
+	}
+	return 0;
+}
+
+void atomic_unlock(struct atomic_lock *l)
+{
+	closep(&l->fd);
+	closep(&l->dir_fd);
+	l->fd = l->dir_fd = -1;
+}
+
+void atomic_lock_name(const char *path, char *buf, size_t n)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash)
+		snprintf(buf, n,
+			 "%.*s/."
+			 "%s" LOCK_SUFFIX,
+			 (int)(slash - path), path, slash + 1);
+	else
+		snprintf(buf, n, ".%s" LOCK_SUFFIX, path);
 }
 
 /* Removes ".<base>.tmp-*" left behind by killed runs.  Caller holds the lock. */
@@ -141,41 +201,21 @@ static int open_new(const char *name, void *userdata)
 	return fd < 0 ? -errno : fd;
 }
 
-/* Creates a fresh temporary next to base; its name is left in tmp. */
-static int create_temporary(int dir_fd, const char *base, char *tmp, size_t tmplen)
+int atomic_write_at(int dir_fd, const char *base, const char *data, size_t len, uid_t uid,
+		    gid_t gid, bool only_if_absent)
 {
-	char stem[NAME_MAX + 1];
-
-	snprintf(stem, sizeof(stem), ".%s" TMP_SUFFIX, base);
-	return try_random_names(tmp, tmplen, stem, 16, open_new, &dir_fd);
-}
-
-int atomic_replace(const char *path, const char *data, size_t len, mode_t dir_mode,
-		   bool only_if_absent)
-{
-	_cleanup_(closep) int dir_fd = -1;
-	_cleanup_(closep) int lock_fd = -1;
-	char tmp[NAME_MAX + 1];
-	const char *base;
+	char stem[NAME_MAX + 1], tmp[NAME_MAX + 1];
 	int fd, r;
-
-	dir_fd = open_parent(path, &base, dir_mode);
-	if (dir_fd < 0)
-		return dir_fd;
-	if (strlen(base) + sizeof(TMP_SUFFIX) + 17 > NAME_MAX)
-		return -ENAMETOOLONG;
-	lock_fd = lock_target(dir_fd, base);
-	if (lock_fd < 0)
-		return lock_fd;
-	remove_stale_temporaries(dir_fd, base);
 
 	if (only_if_absent && faccessat(dir_fd, base, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
 		return 0;
-
-	fd = create_temporary(dir_fd, base, tmp, sizeof(tmp));
+	snprintf(stem, sizeof(stem), ".%s" TMP_SUFFIX, base);
+	fd = try_random_names(tmp, sizeof(tmp), stem, 16, open_new, &dir_fd);
 	if (fd < 0)
 		return fd;
 	r = write_full(fd, data, len);
+	if (r == 0 && (uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fd, uid, gid) < 0)
+		r = -errno;
 	if (r == 0 && fchmod(fd, 0600) < 0) /* whatever the umask */
 		r = -errno;
 	if (r == 0 && fsync(fd) < 0)
@@ -194,4 +234,10 @@ int atomic_replace(const char *path, const char *data, size_t len, mode_t dir_mo
 discard:
 	unlinkat(dir_fd, tmp, 0);
 	return r;
+}
+
+int atomic_replace(const struct atomic_lock *l, const char *data, size_t len, bool only_if_absent)
+{
+	remove_stale_temporaries(l->dir_fd, l->base);
+	return atomic_write_at(l->dir_fd, l->base, data, len, (uid_t)-1, (gid_t)-1, only_if_absent);
 }

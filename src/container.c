@@ -30,29 +30,43 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "clock.h"
 #include "fileio.h"
 #include "container.h"
 
-#define OPENAT2_EAGAIN_TRIES 16
+#define OPENAT2_EAGAIN_TRIES   16 /* at once, before backing off */
+#define OPENAT2_BACKOFF_MAX_MS 50
 
-static int openat2_in_root(int root_fd, const char *path, int flags)
+/* EAGAIN: a rename or mount anywhere raced a lookup that went through
+ * "..", and the kernel asks us to try again rather than risk a wrong
+ * answer.  A process in the container can keep renaming: after a few
+ * immediate tries, back off (1 ms, doubling up to 50 ms) until the
+ * deadline. */
+static int openat2_in_root(int root_fd, const char *path, int flags, int64_t deadline_ms)
 {
 	struct open_how how = {
 	    .flags = (uint64_t)flags,
 	    .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
 	};
+	int64_t backoff = 1;
 
-	/* EAGAIN: a rename or mount raced the lookup; the kernel asks us to
-	 * try again rather than risk a wrong answer. */
-	for (int i = 0; i < OPENAT2_EAGAIN_TRIES; i++) {
+	for (int i = 0;; i++) {
 		long fd = syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
+		int64_t left;
 
 		if (fd >= 0)
 			return (int)fd;
 		if (errno != EAGAIN && errno != EINTR)
 			return -errno;
+		if (i < OPENAT2_EAGAIN_TRIES)
+			continue;
+		left = deadline_ms - clock_now_ms();
+		if (left <= 0)
+			return -EAGAIN;
+		sleep_ms(backoff < left ? backoff : left);
+		if (backoff < OPENAT2_BACKOFF_MAX_MS)
+			backoff *= 2;
 	}
-	return -EAGAIN;
 }
 
 /* Opens the regular file that fd (O_PATH) refers to for reading, through
@@ -125,7 +139,8 @@ static int runner_read(struct runner_file *rf)
 	return 0;
 }
 
-int container_open_runner(const char *root, const char *path, struct runner_file *rf)
+int container_open_runner(const char *root, const char *path, struct runner_file *rf,
+			  int64_t deadline_ms)
 {
 	_cleanup_(closep) int root_fd = -1;
 	_cleanup_(freep) char *dir = NULL;
@@ -145,7 +160,7 @@ int container_open_runner(const char *root, const char *path, struct runner_file
 	if (!dir || !rf->name)
 		return -ENOMEM;
 
-	fd = openat2_in_root(root_fd, dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	fd = openat2_in_root(root_fd, dir, O_PATH | O_DIRECTORY | O_CLOEXEC, deadline_ms);
 	/* A directory that cannot be reached (missing, not a directory, a link
 	 * loop, a component longer than NAME_MAX) holds no .runner. */
 	if (fd == -ENOENT || fd == -ENOTDIR || fd == -ELOOP || fd == -ENAMETOOLONG)

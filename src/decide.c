@@ -99,6 +99,8 @@ static struct decision judge_runner(const struct facts *f)
 
 	switch (f->lookup) {
 	case VERDICT_OK:
+		if (!f->runner_object) /* an HTML page, a proxy's answer, ... */
+			return fated(FATE_UNVERIFIED, REASON_NOT_A_RUNNER);
 		if (runner_match_is_same(f->match))
 			return fated(FATE_CONFIRMED, REASON_STILL_REGISTERED);
 		return fated(FATE_DISCARDED,
@@ -119,6 +121,8 @@ static struct decision judge_runner(const struct facts *f)
 		return fail(kept, FAILURE_AUTH, REASON_AUTH);
 	case VERDICT_TLS_FAILED:
 		return fail(kept, FAILURE_TLS, REASON_TLS);
+	case VERDICT_WRONG_PEER:
+		return fail(kept, FAILURE_WRONG_PEER, REASON_WRONG_PEER);
 	case VERDICT_UNEXPECTED:
 		break;
 	}
@@ -134,8 +138,8 @@ static bool wants_token(const struct facts *f, const struct decision *d)
 		return true; /* to register with */
 	case FATE_CONFIRMED:
 		return !f->placeholder_on_keep; /* so the output's bytes stay the same */
-	case FATE_UNVERIFIED:
-		return f->lookup == VERDICT_NO_ROUTE; /* and to see whether it changed */
+	case FATE_UNVERIFIED: /* where the forge answers, though it could not tell */
+		return f->lookup == VERDICT_NO_ROUTE || f->lookup == VERDICT_OK;
 	}
 	return false;
 }
@@ -159,6 +163,8 @@ static struct decision judge_fetch(const struct facts *f, struct decision d)
 		return fail(d, FAILURE_AUTH, REASON_AUTH);
 	case VERDICT_TLS_FAILED:
 		return fail(d, FAILURE_TLS, REASON_TLS);
+	case VERDICT_WRONG_PEER:
+		return fail(d, FAILURE_WRONG_PEER, REASON_WRONG_PEER);
 	case VERDICT_NO_ANSWER:
 	case VERDICT_TRANSIENT: /* retryable: so the deadline passed */
 		failure = FAILURE_NO_TOKEN;
@@ -208,6 +214,9 @@ struct decision decide(const struct facts *f)
 {
 	struct decision d;
 
+	if (!f->admin && f->reregister) /* it could not fetch a token anyway */
+		return fail(fated(FATE_UNVERIFIED, REASON_NONE), FAILURE_ADMIN_TOKEN,
+			    REASON_REREGISTER_NO_ADMIN);
 	if (!f->admin) {
 		/* Without an admin token nothing is deleted: whatever .runner
 		 * holds is the runner module's to judge. */

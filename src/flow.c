@@ -14,8 +14,11 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "answer.h"
+#include "atomic.h"
 #include "cleanup.h"
 #include "clock.h"
 #include "container.h"
@@ -31,8 +34,9 @@
 #include "secret.h"
 #include "state.h"
 
-#define ADMIN_TOKEN_POLL_MS 50 /* a token file that appears is noticed within this */
-#define CLEANUP_SHARE	    4  /* the clean-up may spend 1/4 of --retry-timeout */
+#define ADMIN_TOKEN_POLL_MS   50   /* a token file that appears is noticed within this */
+#define ADMIN_TOKEN_SETTLE_MS 2000 /* a rejected token file this young may still be written */
+#define CLEANUP_SHARE	      4	   /* the clean-up may spend 1/4 of --retry-timeout */
 
 struct flow {
 	const struct options *o;
@@ -44,11 +48,13 @@ struct flow {
 	struct runner_file rf;
 	struct runner_info info;	/* from .runner; id 0: none */
 	struct state state;		/* what the host remembers */
+	struct atomic_lock state_lock;	/* held from reading the state to writing it */
 	char *token;			/* the forge's registration token, once fetched; wiped */
 	enum fate recorded;		/* the fate the state was told of */
 	enum lookup_route lookup_route; /* the lookup route the forge answered on */
 	int64_t deadline;		/* the admin token's wait and the lookup share it */
 	bool announced;			/* the decision was said before its steps ran */
+	char forge_name[RUNNER_NAME_MAX + 1]; /* the forge's name for the runner; "": none */
 	char lookup_error[256];
 	char fetch_error[256];
 };
@@ -133,6 +139,47 @@ static int wait_for_admin_token(struct flow *fl, const char **why)
 	return r;
 }
 
+/* Takes the state file's lock (not in a dry run, which writes nothing) and
+ * reads it.  A lock another run holds for --retry-timeout stops the run; a
+ * lock that cannot be had otherwise, like a state file that cannot be read,
+ * is a warning, and the run remembers nothing. */
+static int load_state(struct flow *fl)
+{
+	const char *path = fl->o->state_file, *why;
+	int r;
+
+	if (!path)
+		return 0;
+	if (!fl->o->dry_run) {
+		r = state_lock(&fl->state_lock, path, clock_now_ms() + fl->o->retry_timeout_ms);
+		if (r == -EWOULDBLOCK)
+			return fail(fl, FATE_ABSENT, FAILURE_OUTPUT, REASON_STATE_LOCKED, -r);
+		if (r < 0) {
+			log_warning(
+			    "cannot lock state file %s: %s; remembering nothing in this run", path,
+			    r == -ENOLCK ? "its lock file is not ours alone" : strerror(-r));
+			return 0;
+		}
+	}
+	if (state_load(path, &fl->state, &why) < 0)
+		log_warning("state file %s %s; ignoring it", path, why);
+	return 0;
+}
+
+/* Writes the state, where its lock is held. */
+static void save_state(struct flow *fl)
+{
+	int r;
+
+	if (fl->state_lock.fd < 0)
+		return;
+	r = state_save(&fl->state_lock, &fl->state);
+	if (r < 0)
+		log_warning("cannot write state file %s: %s", fl->o->state_file, strerror(-r));
+	else if (r > 0)
+		log_debug("state file %s updated", fl->o->state_file);
+}
+
 /* Reads the admin token (waiting for it) and sets the forge client up.
  * No token is no failure: the forge cannot be asked yet. */
 static int read_admin_token(struct flow *fl)
@@ -141,7 +188,8 @@ static int read_admin_token(struct flow *fl)
 	int r;
 
 	r = admin_token_read(o->core_token_file, &fl->admin, &fl->say.admin_token_why);
-	if (r == 0 && !fl->admin.value && !o->dry_run)
+	/* A dry run waits for nothing; --reregister refuses at once. */
+	if (r == 0 && !fl->admin.value && !o->dry_run && !o->reregister)
 		r = wait_for_admin_token(fl, &fl->say.admin_token_why);
 	if (r < 0)
 		return fail(fl, FATE_ABSENT, FAILURE_ADMIN_TOKEN, REASON_ADMIN_TOKEN_UNUSABLE, -r);
@@ -151,13 +199,20 @@ static int read_admin_token(struct flow *fl)
 	}
 	if (fl->admin.world_readable)
 		log_warning("admin token file %s is world-readable", o->core_token_file);
+	if (!o->forge_user && !o->unix_socket && o->forge_loopback && !o->forge_https &&
+	    o->verbosity > 0)
+		log_warning(
+		    "plain http to a loopback port, and no --forge-user: whatever holds the "
+		    "forge's port (a CI job, while the forge restarts) gets the admin token");
 	if (o->ca_file && (r = forge_check_ca_file(o->ca_file)) < 0)
 		return fail(fl, FATE_ABSENT, FAILURE_CA_FILE, REASON_CA_FILE, -r);
 
 	r = forge_new(&(struct forge_config){.url = o->forge_url,
 					     .unix_socket = o->unix_socket,
 					     .ca_file = o->ca_file,
-					     .admin_token = fl->admin.value},
+					     .admin_token = fl->admin.value,
+					     .peer_user = o->forge_user,
+					     .peer_uid = o->forge_uid},
 		      &fl->forge);
 	admin_token_clear(&fl->admin); /* the forge client holds its own copy */
 	if (r < 0)
@@ -166,11 +221,49 @@ static int read_admin_token(struct flow *fl)
 	return 0;
 }
 
+/* After the forge rejected the admin token: a file that the forge's set-up
+ * may still be writing (it changed since it was read, or is younger than
+ * ADMIN_TOKEN_SETTLE_MS) is watched until it changes, settles or the
+ * deadline passes, and read again.  Returns true when the client now holds
+ * what the file holds, and the request is worth making once more. */
+static bool reread_admin_token(struct flow *fl, int64_t deadline)
+{
+	const char *path = fl->o->core_token_file, *why;
+
+	for (;;) {
+		struct timespec now;
+		struct stat st;
+		int64_t age_ms;
+		int r;
+
+		if (lstat(path, &st) < 0)
+			return false;
+		if (admin_token_changed(&fl->admin.st, &st)) {
+			r = admin_token_read(path, &fl->admin, &why);
+			if (r == 0 && fl->admin.value)
+				r = forge_set_admin_token(fl->forge, fl->admin.value);
+			else if (r == 0)
+				r = -ENODATA;
+			admin_token_clear(&fl->admin);
+			if (r == 0)
+				log_info("admin token file %s changed; asking again", path);
+			return r == 0;
+		}
+		clock_gettime(CLOCK_REALTIME, &now);
+		age_ms = (int64_t)(now.tv_sec - st.st_mtim.tv_sec) * 1000 +
+			 (now.tv_nsec - st.st_mtim.tv_nsec) / 1000000;
+		if (age_ms >= ADMIN_TOKEN_SETTLE_MS || clock_now_ms() >= deadline)
+			return false;
+		sleep_ms(ADMIN_TOKEN_POLL_MS);
+	}
+}
+
 /* What .runner holds, as far as can be told without the runner's secret. */
 static enum held read_runner(struct flow *fl)
 {
 	const char *path = fl->o->runner_file;
-	int r = container_open_runner(fl->o->container_root, path, &fl->rf);
+	int r = container_open_runner(fl->o->container_root, path, &fl->rf,
+				      clock_now_ms() + fl->o->retry_timeout_ms);
 
 	fl->say.error = -r;
 	switch (r) {
@@ -207,21 +300,27 @@ static enum held read_runner(struct flow *fl)
 static void lookup(struct flow *fl)
 {
 	struct runner_info theirs;
+	int64_t deadline = forge_deadline(fl->deadline);
 	struct forge_answer a;
 	enum verdict v;
 
-	v = forge_lookup(fl->forge, fl->info.id, forge_deadline(fl->deadline), &a,
-			 &fl->lookup_route);
+	do
+		v = forge_lookup(fl->forge, fl->info.id, deadline, &a, &fl->lookup_route);
+	while (v == VERDICT_AUTH_REJECTED && reread_admin_token(fl, deadline));
 	fl->facts.looked_up = true;
 	fl->facts.lookup = v;
 	fl->say.lookup_status = a.status;
+	fl->say.lookup_auth = answer_auth_problem(&a);
 	fl->say.lookup_error = fl->lookup_error;
 	snprintf(fl->lookup_error, sizeof(fl->lookup_error), "%s", a.error);
 	if (v != VERDICT_OK)
 		return;
-	if (answer_runner(&a, &theirs) < 0)
-		theirs = (struct runner_info){0};
+	fl->facts.runner_object = answer_runner(&a, fl->info.id, &theirs) == 0;
+	if (!fl->facts.runner_object)
+		return;
 	fl->facts.match = runner_compare(&fl->info, &theirs);
+	if (theirs.name_field == FIELD_SET)
+		memcpy(fl->forge_name, theirs.name, sizeof(fl->forge_name));
 	if (fl->facts.match == RUNNER_SAME_ID)
 		log_debug("runner %" PRId64
 			  ": no uuid or name on both sides to compare; judged by id",
@@ -235,6 +334,7 @@ static int discard(struct flow *fl, const struct decision *d)
 	fl->facts.discarded = true;
 	if (fl->o->dry_run)
 		return 0;
+	save_state(fl); /* the runner it names is listed before its credentials go */
 	r = container_remove_runner(&fl->rf);
 	if (r < 0) {
 		fl->say.cause = d->reason;
@@ -248,15 +348,19 @@ static int discard(struct flow *fl, const struct decision *d)
 static void fetch(struct flow *fl, const struct decision *d)
 {
 	struct forge_answer a;
+	int64_t deadline;
 	enum verdict v;
 
 	if (d->fate == FATE_ABSENT)
 		announce(fl, d);
-	v = forge_registration_token(fl->forge,
-				     forge_deadline(clock_now_ms() + fl->o->retry_timeout_ms), &a);
+	deadline = forge_deadline(clock_now_ms() + fl->o->retry_timeout_ms);
+	do
+		v = forge_registration_token(fl->forge, deadline, &a);
+	while (v == VERDICT_AUTH_REJECTED && reread_admin_token(fl, deadline));
 	fl->facts.fetched = true;
 	fl->facts.fetch = v;
 	fl->say.fetch_status = a.status;
+	fl->say.fetch_auth = answer_auth_problem(&a);
 	fl->say.fetch_verdict = v;
 	fl->say.fetch_error = fl->fetch_error;
 	snprintf(fl->fetch_error, sizeof(fl->fetch_error), "%s", a.error);
@@ -291,7 +395,8 @@ static int write_output(struct flow *fl, const struct decision *d)
 	if (d->warning != REASON_NONE)
 		log_warning("%s", reason_say(why, sizeof(why), d->warning, d, &fl->say));
 	if (!fl->o->dry_run) {
-		r = output_write(fl->o->output, output_token(fl, d->output), fl->o->token_format);
+		r = output_write(fl->o->output, output_token(fl, d->output), fl->o->token_format,
+				 clock_now_ms() + fl->o->retry_timeout_ms);
 		if (r < 0)
 			return fail(fl, d->fate, FAILURE_OUTPUT, REASON_OUTPUT, -r);
 		if (d->output == TOKEN_CURRENT && state_remember_token(&fl->state, fl->token) < 0)
@@ -306,8 +411,8 @@ static void cleanup(struct flow *fl)
 	int64_t deadline = forge_deadline(clock_now_ms() + fl->o->retry_timeout_ms / CLEANUP_SHARE);
 
 	fl->facts.cleaned = true;
-	ghosts_clean(fl->forge, fl->lookup_route, &fl->state, deadline, fl->o->dry_run,
-		     fl->out->deleted, &fl->out->n_deleted);
+	ghosts_clean(fl->forge, fl->lookup_route, &fl->state, fl->forge_name, deadline,
+		     fl->o->dry_run, fl->out->deleted, &fl->out->n_deleted);
 }
 
 static void drive(struct flow *fl)
@@ -354,7 +459,8 @@ static void ensure_output(struct flow *fl)
 
 	if (o->dry_run)
 		return;
-	r = output_ensure(o->output, fl->state.token, o->token_format);
+	r = output_ensure(o->output, fl->state.token, o->token_format,
+			  clock_now_ms() + o->retry_timeout_ms);
 	if (r > 0)
 		fl->out->token = t;
 	/* When the output itself could not be written, that was said already:
@@ -364,33 +470,13 @@ static void ensure_output(struct flow *fl)
 			  strerror(-r));
 }
 
-static void load_state(struct flow *fl)
-{
-	const char *why;
-
-	if (fl->o->state_file && state_load(fl->o->state_file, &fl->state, &why) < 0)
-		log_warning("state file %s %s; ignoring it", fl->o->state_file, why);
-}
-
-static void save_state(struct flow *fl)
-{
-	int r;
-
-	if (!fl->o->state_file || fl->o->dry_run)
-		return;
-	r = state_save(fl->o->state_file, &fl->state);
-	if (r < 0)
-		log_warning("cannot write state file %s: %s", fl->o->state_file, strerror(-r));
-	else if (r > 0)
-		log_debug("state file %s updated", fl->o->state_file);
-}
-
 void flow_run(const struct options *o, struct outcome *out)
 {
 	struct flow fl = {
 	    .o = o,
 	    .out = out,
 	    .rf = {.dir_fd = -1},
+	    .state_lock = {.dir_fd = -1, .fd = -1},
 	    .facts = {.reregister = o->reregister,
 		      .placeholder_on_keep = o->placeholder_on_keep,
 		      .dry_run = o->dry_run,
@@ -398,6 +484,7 @@ void flow_run(const struct options *o, struct outcome *out)
 	    .say = {.runner_file = o->runner_file,
 		    .container_root = o->container_root,
 		    .output = o->output,
+		    .state_file = o->state_file,
 		    .admin_token_file = o->core_token_file,
 		    .ca_file = o->ca_file,
 		    .token_routes = forge_token_routes(),
@@ -408,9 +495,8 @@ void flow_run(const struct options *o, struct outcome *out)
 	};
 
 	*out = (struct outcome){.action = ACTION_FAIL, .token = TOKEN_UNCHANGED};
-	load_state(&fl);
-	fl.facts.remembered = fl.state.token != NULL;
-	if (read_admin_token(&fl) == 0) {
+	if (load_state(&fl) == 0 && read_admin_token(&fl) == 0) {
+		fl.facts.remembered = fl.state.token != NULL;
 		fl.facts.held = read_runner(&fl);
 		drive(&fl);
 	}
@@ -418,6 +504,7 @@ void flow_run(const struct options *o, struct outcome *out)
 	if (out->failure != FAILURE_NONE)
 		ensure_output(&fl);
 	save_state(&fl);
+	atomic_unlock(&fl.state_lock);
 
 	admin_token_clear(&fl.admin);
 	erase_and_freep(&fl.token);

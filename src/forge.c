@@ -8,6 +8,9 @@
  *  3. A body is kept up to ANSWER_BODY_MAX bytes and cut off beyond, so an
  *     endless body costs bounded memory; every byte is wiped after use.
  *  4. No request runs past the caller's deadline.
+ *  5. With a peer user, nothing is sent on a connection until the kernel
+ *     says that user holds its other end (a loopback port, a Unix socket):
+ *     a CI job that squats the forge's port while it restarts gets nothing.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,7 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -25,6 +32,7 @@
 #include "cleanup.h"
 #include "forge.h"
 #include "log.h"
+#include "peer.h"
 #include "wipe_alloc.h"
 
 #define CONNECT_TIMEOUT_MS 3000
@@ -32,11 +40,18 @@
 #define LOW_SPEED_TIME_S   5
 #define BACKOFF_FIRST_MS   100
 #define BACKOFF_MAX_MS	   200 /* a forge that comes up is noticed within ~1/4 s */
+#define FORGE_SOCKETS_MAX  8   /* more than one easy handle ever keeps open */
 
 struct forge {
 	CURL *curl;
 	struct curl_slist *headers; /* holds the admin token: wiped by the allocator */
 	char *base;		    /* forge URL without trailing slashes */
+	const char *unix_socket;    /* the config's: NULL for TCP */
+	const char *peer_user;	    /* the config's: NULL, no check */
+	uid_t peer_uid;
+	int sockets[FORGE_SOCKETS_MAX]; /* libcurl's open sockets; -1: a free slot */
+	bool wrong_peer;		/* the last request was refused by the check, */
+	char peer_error[512];		/* ... and why */
 	char error[CURL_ERROR_SIZE];
 	size_t body_len;
 	bool truncated;
@@ -55,6 +70,119 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 	memcpy(f->body + f->body_len, data, n);
 	f->body_len += n;
 	return n;
+}
+
+/* libcurl's sockets go through these, so that the check below can find the
+ * one a request is about to use: its callback is told addresses, and
+ * CURLINFO_ACTIVESOCKET knows no socket yet at that point. */
+static curl_socket_t on_open_socket(void *userdata, curlsocktype purpose,
+				    struct curl_sockaddr *address)
+{
+	struct forge *f = userdata;
+
+	(void)purpose;
+	for (size_t i = 0; i < FORGE_SOCKETS_MAX; i++) {
+		if (f->sockets[i] >= 0)
+			continue;
+		f->sockets[i] =
+		    socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+		return f->sockets[i] < 0 ? CURL_SOCKET_BAD : f->sockets[i];
+	}
+	return CURL_SOCKET_BAD; /* more connections at once than one handle ever keeps */
+}
+
+static int on_close_socket(void *userdata, curl_socket_t fd)
+{
+	struct forge *f = userdata;
+
+	for (size_t i = 0; i < FORGE_SOCKETS_MAX; i++)
+		if (f->sockets[i] == fd)
+			f->sockets[i] = -1;
+	return close(fd);
+}
+
+static int port_of(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+	if (ss->ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+	return -1;
+}
+
+/* Who holds the forge's end of the TCP connection between these ports. */
+static int tcp_owner(const struct forge *f, int primary_port, int local_port, uid_t *uid)
+{
+	for (size_t i = 0; i < FORGE_SOCKETS_MAX; i++) {
+		struct sockaddr_storage here, there;
+		socklen_t here_len = sizeof(here), there_len = sizeof(there);
+		int fd = f->sockets[i];
+
+		if (fd < 0 || getsockname(fd, (struct sockaddr *)&here, &here_len) < 0 ||
+		    getpeername(fd, (struct sockaddr *)&there, &there_len) < 0)
+			continue;
+		if (port_of(&here) == local_port && port_of(&there) == primary_port)
+			return peer_socket_owner(fd, uid);
+	}
+	return -EBADF;
+}
+
+/* Who holds the forge's end of our Unix socket connections.  All of them
+ * go to the one path and each was checked before its first request, so
+ * all must be the peer user's: the first that is not is the answer. */
+static int unix_owner(const struct forge *f, uid_t *uid)
+{
+	int r = -EBADF;
+
+	for (size_t i = 0; i < FORGE_SOCKETS_MAX; i++) {
+		if (f->sockets[i] < 0)
+			continue;
+		r = peer_socket_owner(f->sockets[i], uid);
+		if (r < 0 || *uid != f->peer_uid)
+			return r;
+	}
+	return r;
+}
+
+/* Runs between connect and the first byte of each request (after TLS's
+ * handshake, before anything of ours): refuses a connection whose other
+ * end is not held by the peer user.  An https forge elsewhere is proven by
+ * its certificate alone (who holds a port can only be told on this host);
+ * plain http elsewhere cannot be proven at all. */
+static int on_connected(void *userdata, char *primary_ip, char *local_ip, int primary_port,
+			int local_port)
+{
+	struct forge *f = userdata;
+	char end[200];
+	uid_t uid;
+	int r;
+
+	(void)local_ip;
+	if (!f->peer_user)
+		return CURL_PREREQFUNC_OK;
+	if (f->unix_socket) {
+		snprintf(end, sizeof(end), "%s", f->unix_socket);
+		r = unix_owner(f, &uid);
+	} else if (peer_ip_is_loopback(primary_ip)) {
+		snprintf(end, sizeof(end), "%s port %d", primary_ip, primary_port);
+		r = tcp_owner(f, primary_port, local_port, &uid);
+	} else if (strncasecmp(f->base, "https:", 6) == 0) {
+		return CURL_PREREQFUNC_OK;
+	} else {
+		snprintf(end, sizeof(end), "%s port %d", primary_ip, primary_port);
+		r = -EADDRNOTAVAIL;
+	}
+	if (r == 0 && uid == f->peer_uid)
+		return CURL_PREREQFUNC_OK;
+	f->wrong_peer = true;
+	if (r == 0)
+		snprintf(f->peer_error, sizeof(f->peer_error),
+			 "%s is held by uid %u, not by %s (uid %u)", end, (unsigned)uid,
+			 f->peer_user, (unsigned)f->peer_uid);
+	else
+		snprintf(f->peer_error, sizeof(f->peer_error), "cannot tell who holds %s (%s)", end,
+			 strerror(-r));
+	return CURL_PREREQFUNC_ABORT;
 }
 
 static int set_options(struct forge *f, const struct forge_config *cfg)
@@ -85,12 +213,35 @@ static int set_options(struct forge *f, const struct forge_config *cfg)
 	SET(CURLOPT_WRITEFUNCTION, on_body);
 	SET(CURLOPT_WRITEDATA, f);
 	SET(CURLOPT_ERRORBUFFER, f->error);
+	SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+	SET(CURLOPT_OPENSOCKETDATA, f);
+	SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+	SET(CURLOPT_CLOSESOCKETDATA, f);
+	SET(CURLOPT_PREREQFUNCTION, on_connected);
+	SET(CURLOPT_PREREQDATA, f);
 	if (cfg->unix_socket)
 		SET(CURLOPT_UNIX_SOCKET_PATH, cfg->unix_socket);
 	if (cfg->ca_file)
 		SET(CURLOPT_CAINFO, cfg->ca_file);
 #undef SET
 	return e == CURLE_OK ? 0 : -EINVAL;
+}
+
+int forge_set_admin_token(struct forge *f, const char *admin_token)
+{
+	_cleanup_(erase_and_freep) char *header = NULL;
+	struct curl_slist *headers;
+
+	if (asprintf(&header, "Authorization: token %s", admin_token) < 0) {
+		header = NULL;
+		return -ENOMEM;
+	}
+	headers = curl_slist_append(NULL, header); /* copies it */
+	if (!headers)
+		return -ENOMEM;
+	curl_slist_free_all(f->headers); /* the wiping allocator zeroes the old one */
+	f->headers = headers;
+	return curl_easy_setopt(f->curl, CURLOPT_HTTPHEADER, f->headers) == CURLE_OK ? 0 : -EINVAL;
 }
 
 static void forge_freep(struct forge **f)
@@ -100,7 +251,6 @@ static void forge_freep(struct forge **f)
 
 int forge_new(const struct forge_config *cfg, struct forge **out)
 {
-	_cleanup_(erase_and_freep) char *header = NULL;
 	struct forge *f;
 	int r;
 
@@ -118,6 +268,11 @@ int forge_new(const struct forge_config *cfg, struct forge **out)
 	/* From here on forge_free undoes everything, curl_global_init too. */
 	_cleanup_(forge_freep) struct forge *owned = f;
 
+	for (size_t i = 0; i < FORGE_SOCKETS_MAX; i++)
+		f->sockets[i] = -1;
+	f->unix_socket = cfg->unix_socket;
+	f->peer_user = cfg->peer_user;
+	f->peer_uid = cfg->peer_uid;
 	f->base = strdup(cfg->url);
 	f->curl = curl_easy_init();
 	if (!f->base || !f->curl)
@@ -125,13 +280,9 @@ int forge_new(const struct forge_config *cfg, struct forge **out)
 	for (size_t n = strlen(f->base); n > 0 && f->base[n - 1] == '/'; n--)
 		f->base[n - 1] = '\0';
 
-	if (asprintf(&header, "Authorization: token %s", cfg->admin_token) < 0) {
-		header = NULL;
-		return -ENOMEM;
-	}
-	f->headers = curl_slist_append(NULL, header); /* copies it */
-	if (!f->headers)
-		return -ENOMEM;
+	r = forge_set_admin_token(f, cfg->admin_token);
+	if (r < 0)
+		return r;
 	r = set_options(f, cfg);
 	if (r < 0)
 		return r;
@@ -219,6 +370,7 @@ static void request(struct forge *f, const char *method, const char *path, int64
 	explicit_bzero(f->body, f->body_len);
 	f->body_len = 0;
 	f->truncated = false;
+	f->wrong_peer = false;
 	f->error[0] = '\0';
 	*a = (struct forge_answer){.retry_after_ms = -1, .error = "out of memory"};
 
@@ -239,8 +391,18 @@ static void request(struct forge *f, const char *method, const char *path, int64
 	 * any other failure is no answer at all. */
 	if (e == CURLE_OK || (e == CURLE_WRITE_ERROR && f->truncated))
 		curl_easy_getinfo(f->curl, CURLINFO_RESPONSE_CODE, &status);
+	if (e == CURLE_COULDNT_CONNECT && f->unix_socket) { /* curl names the URL's host */
+		long os_errno = 0;
+
+		curl_easy_getinfo(f->curl, CURLINFO_OS_ERRNO, &os_errno);
+		snprintf(f->error, sizeof(f->error), "cannot connect to %s: %s", f->unix_socket,
+			 strerror(os_errno ? (int)os_errno : ECONNREFUSED));
+	}
 	a->error = f->error[0] ? f->error : curl_easy_strerror(e);
 	a->tls_failed = !status && tls_is_permanent(e);
+	a->wrong_peer = !status && f->wrong_peer;
+	if (a->wrong_peer)
+		a->error = f->peer_error;
 	if (!status)
 		log_debug("%s %s: %s", method, path, a->error);
 

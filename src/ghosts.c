@@ -1,7 +1,14 @@
-/* The clean-up of superseded runners.  A superseded runner is deleted only
- * when the forge shows it with the uuid this host listed and offline, so a
- * runner in use, or an id the forge gave to another runner since (a wipe),
- * is never touched. */
+/* The clean-up of superseded runners, with the admin token that reaches
+ * every runner of the forge.  Rules this file keeps:
+ *  1. A listed runner is deleted only when the forge shows it with the uuid
+ *     this host listed, with instance scope (owner_id and repo_id both 0),
+ *     with the name the forge shows for this host's confirmed runner, and
+ *     offline: a runner in use, an id the forge gave another runner since
+ *     (a wipe), a user's or a repository's runner, or one a planted,
+ *     cloned or restored .runner named is never touched.
+ *  2. What fails scope or name is forgotten with a warning, never deleted;
+ *     what the forge does not tell about stays listed for a later boot.
+ *  3. Each request is made once, within the caller's deadline. */
 #include <inttypes.h>
 #include <string.h>
 
@@ -9,17 +16,23 @@
 #include "ghosts.h"
 #include "log.h"
 
-struct ghost_judgement ghosts_judge(const struct state_runner *listed, enum verdict v,
-				    const struct runner_info *shown)
+struct ghost_judgement ghosts_judge(const struct state_runner *listed, const char *name,
+				    enum verdict v, const struct runner_info *shown)
 {
 	if (v == VERDICT_GONE)
 		return (struct ghost_judgement){GHOST_FORGET, GHOST_GONE};
 	if (v != VERDICT_OK)
 		return (struct ghost_judgement){GHOST_LISTED, GHOST_NO_ANSWER};
-	if (!shown || shown->uuid_field == FIELD_ABSENT)
+	if (!shown)
+		return (struct ghost_judgement){GHOST_LISTED, GHOST_NOT_A_RUNNER};
+	if (shown->uuid_field == FIELD_ABSENT)
 		return (struct ghost_judgement){GHOST_FORGET, GHOST_NO_UUID};
 	if (shown->uuid_field != FIELD_SET || strcmp(shown->uuid, listed->uuid) != 0)
 		return (struct ghost_judgement){GHOST_FORGET, GHOST_OTHER_RUNNER};
+	if (!shown->instance_scope)
+		return (struct ghost_judgement){GHOST_FORGET, GHOST_NOT_INSTANCE};
+	if (!name[0] || shown->name_field != FIELD_SET || strcmp(shown->name, name) != 0)
+		return (struct ghost_judgement){GHOST_FORGET, GHOST_OTHER_NAME};
 	if (strcmp(shown->status, "offline") != 0)
 		return (struct ghost_judgement){GHOST_SPARE, GHOST_IN_USE};
 	return (struct ghost_judgement){GHOST_DELETE, GHOST_OURS_OFFLINE};
@@ -27,8 +40,9 @@ struct ghost_judgement ghosts_judge(const struct state_runner *listed, enum verd
 
 /* Says what the judgement means for runner id; false when the loop should
  * stop asking. */
-static bool say_judgement(int64_t id, struct ghost_judgement j, const struct runner_info *shown,
-			  const struct forge_answer *a, enum verdict v)
+static bool say_judgement(int64_t id, const char *name, struct ghost_judgement j,
+			  const struct runner_info *shown, const struct forge_answer *a,
+			  enum verdict v)
 {
 	switch (j.reason) {
 	case GHOST_GONE:
@@ -39,6 +53,22 @@ static bool say_judgement(int64_t id, struct ghost_judgement j, const struct run
 			    " (%s); next boot tries again",
 			    id, a->status ? verdict_name(v) : a->error);
 		return false; /* a forge that does not answer one will not answer the next */
+	case GHOST_NOT_A_RUNNER:
+		log_warning("the forge's answer to the lookup of superseded runner %" PRId64
+			    " is not a runner object; next boot tries again",
+			    id);
+		return false;
+	case GHOST_NOT_INSTANCE:
+		log_warning("runner %" PRId64
+			    " on the forge belongs to a user or a repository, not "
+			    "to the instance: never this host's; forgotten, not deleted",
+			    id);
+		break;
+	case GHOST_OTHER_NAME:
+		log_warning("runner %" PRId64 " on the forge is named \"%s\", not \"%s\" as this "
+			    "host's runner: not proven ours; forgotten, not deleted",
+			    id, shown->name_field == FIELD_SET ? shown->name : "", name);
+		break;
 	case GHOST_NO_UUID:
 		log_debug("superseded runner %" PRId64 ": the forge shows no uuid, so it cannot be "
 			  "proven ours; never deleted, forgotten",
@@ -82,8 +112,8 @@ static bool delete_ghost(struct forge *f, int64_t id, int64_t deadline, bool *de
 	return true;
 }
 
-void ghosts_clean(struct forge *f, enum lookup_route route, struct state *s, int64_t deadline_ms,
-		  bool dry_run, int64_t *deleted, size_t *n_deleted)
+void ghosts_clean(struct forge *f, enum lookup_route route, struct state *s, const char *name,
+		  int64_t deadline_ms, bool dry_run, int64_t *deleted, size_t *n_deleted)
 {
 	size_t i = 0;
 
@@ -102,9 +132,10 @@ void ghosts_clean(struct forge *f, enum lookup_route route, struct state *s, int
 			return;
 		}
 		v = forge_lookup_listed(f, route, id, deadline_ms, &a);
-		j = ghosts_judge(e, v,
-				 v == VERDICT_OK && answer_runner(&a, &shown) == 0 ? &shown : NULL);
-		if (!say_judgement(id, j, &shown, &a, v))
+		j = ghosts_judge(e, name, v,
+				 v == VERDICT_OK && answer_runner(&a, id, &shown) == 0 ? &shown
+										       : NULL);
+		if (!say_judgement(id, name, j, &shown, &a, v))
 			return;
 		switch (j.fate) {
 		case GHOST_FORGET:

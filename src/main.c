@@ -1,6 +1,7 @@
 /* hive-ci-prefetch: decide whether the CI runner's saved credentials are
  * still good and, if not, fetch a fresh registration token from the forge. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,12 +19,20 @@
 
 /* The exit status of each way a run can end (sysexits.h). */
 static const int exit_statuses[] = {
-    [FAILURE_NONE] = EX_OK,	      [FAILURE_ADMIN_TOKEN] = EX_CONFIG,
-    [FAILURE_CA_FILE] = EX_NOINPUT,   [FAILURE_TLS] = EX_UNAVAILABLE,
-    [FAILURE_SETUP] = EX_SOFTWARE,    [FAILURE_NO_OPENAT2] = EX_OSERR,
-    [FAILURE_OUTPUT] = EX_CANTCREAT,  [FAILURE_RUNNER_IO] = EX_IOERR,
-    [FAILURE_NO_TOKEN] = EX_TEMPFAIL, [FAILURE_NOT_A_TOKEN] = EX_PROTOCOL,
+    /* clang-format off */
+    [FAILURE_NONE] = EX_OK,
+    [FAILURE_ADMIN_TOKEN] = EX_CONFIG,
+    [FAILURE_CA_FILE] = EX_NOINPUT,
+    [FAILURE_TLS] = EX_UNAVAILABLE,
+    [FAILURE_WRONG_PEER] = EX_UNAVAILABLE,
+    [FAILURE_SETUP] = EX_SOFTWARE,
+    [FAILURE_NO_OPENAT2] = EX_OSERR,
+    [FAILURE_OUTPUT] = EX_CANTCREAT,
+    [FAILURE_RUNNER_IO] = EX_IOERR,
+    [FAILURE_NO_TOKEN] = EX_TEMPFAIL,
+    [FAILURE_NOT_A_TOKEN] = EX_PROTOCOL,
     [FAILURE_AUTH] = EX_NOPERM,
+    /* clang-format on */
 };
 
 /* Prints the outcome as one JSON object.  The reason may hold bytes of a
@@ -74,6 +83,10 @@ int main(int argc, char **argv)
 
 	/* No core dumps and no ptrace by others of our uid: we hold secrets. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	/* A reader of stderr or stdout that went away (2>&1 | head -1) must not
+	 * stop a run between deleting .runner and writing the output: a failed
+	 * write is said where it can be, and the run goes on. */
+	signal(SIGPIPE, SIG_IGN);
 
 	log_setup(LOG_INFO); /* so that even a usage error carries its priority */
 	switch (options_parse(argc, argv, &o, err, sizeof(err))) {

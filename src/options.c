@@ -1,16 +1,22 @@
+#include <arpa/inet.h>
+#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "options.h"
+#include "peer.h"
 
 #define RETRY_TIMEOUT_MAX_S 86400
 
 enum {
 	OPT_FORGE_URL = 256,
 	OPT_UNIX_SOCKET,
+	OPT_FORGE_USER,
 	OPT_CA_FILE,
 	OPT_CORE_TOKEN_FILE,
 	OPT_CONTAINER_ROOT,
@@ -28,6 +34,7 @@ enum {
 static const struct option long_options[] = {
     {"forge-url", required_argument, NULL, OPT_FORGE_URL},
     {"unix-socket", required_argument, NULL, OPT_UNIX_SOCKET},
+    {"forge-user", required_argument, NULL, OPT_FORGE_USER},
     {"ca-file", required_argument, NULL, OPT_CA_FILE},
     {"core-token-file", required_argument, NULL, OPT_CORE_TOKEN_FILE},
     {"container-root", required_argument, NULL, OPT_CONTAINER_ROOT},
@@ -58,6 +65,8 @@ void options_usage(FILE *f)
 	      "  --forge-url=URL          forge base URL (default http://127.0.0.1:3000)\n"
 	      "  --unix-socket=PATH       talk HTTP over this Unix socket; the URL's host is\n"
 	      "                           then only the Host header\n"
+	      "  --forge-user=USER        send nothing to a forge whose port (or socket) is\n"
+	      "                           not held by this user (a name or a uid)\n"
 	      "  --ca-file=PATH           trust this CA for an https forge (verification is\n"
 	      "                           always on)\n"
 	      "  --core-token-file=PATH   forge admin token file\n"
@@ -86,7 +95,8 @@ void options_usage(FILE *f)
 	      "  -V, --version            show the version and exit\n"
 	      "\n"
 	      "Exit status: 0 done, 64 bad usage, 66 --ca-file missing or unreadable,\n"
-	      "69 TLS with the forge failed (certificate not verified), 70 internal error,\n"
+	      "69 TLS with the forge failed (certificate not verified) or its port is held\n"
+	      "by another user than --forge-user, 70 internal error,\n"
 	      "71 kernel lacks openat2, 73 output cannot be written, 74 .runner cannot be\n"
 	      "read or removed, 75 no registration token within --retry-timeout, 76 the\n"
 	      "forge's answer is not a valid registration token, 77 the forge rejected the\n"
@@ -142,7 +152,7 @@ static int parse_seconds(const char *s, int64_t *ms)
 		for (; *p >= '0' && *p <= '9' && scale > 0; p++, scale /= 10)
 			frac += (*p - '0') * scale;
 	}
-	if (*p != '\0')
+	if (*p != '\0' || whole * 1000 + frac > RETRY_TIMEOUT_MAX_S * 1000)
 		return -1;
 	*ms = whole * 1000 + frac;
 	return 0;
@@ -156,15 +166,130 @@ static bool has_control_or_space(const char *s)
 	return false;
 }
 
-static const char *check_url(const char *url)
+struct url {
+	bool https;
+	char host[256]; /* as written, an IPv6 literal with its brackets */
+};
+
+/* A forge URL: http:// or https://, a host (a name, an IPv4 address or a
+ * bracketed IPv6 literal), an optional port of 1 to 65535, an optional
+ * path; no user or password, query or fragment.  Fills *u; returns NULL,
+ * or why the URL is refused. */
+static const char *check_url(const char *url, struct url *u)
 {
-	if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
+	const char *host, *end, *port = NULL;
+	size_t len;
+
+	if (strncasecmp(url, "http://", 7) == 0)
+		host = url + 7;
+	else if (strncasecmp(url, "https://", 8) == 0)
+		host = url + 8;
+	else
 		return "must start with http:// or https://";
+	u->https = host - url == 8;
 	if (has_control_or_space(url))
 		return "must not contain spaces or control characters";
 	if (strpbrk(url, "?#"))
 		return "must not contain a query or fragment";
+	end = host + strcspn(host, "/");
+	if (memchr(host, '@', (size_t)(end - host)))
+		return "must not contain a user name or password";
+	if (*host == '[') {
+		const char *close = memchr(host, ']', (size_t)(end - host));
+		char literal[INET6_ADDRSTRLEN + 1];
+		unsigned char addr[16];
+
+		if (!close || (size_t)(close - host - 1) >= sizeof(literal))
+			return "has a malformed IPv6 address";
+		memcpy(literal, host + 1, (size_t)(close - host - 1));
+		literal[close - host - 1] = '\0';
+		if (inet_pton(AF_INET6, literal, addr) != 1)
+			return "has a malformed IPv6 address";
+		if (close + 1 < end && close[1] != ':')
+			return "has a malformed IPv6 address";
+		if (close + 1 < end)
+			port = close + 2;
+		len = (size_t)(close + 1 - host);
+	} else {
+		const char *colon = memchr(host, ':', (size_t)(end - host));
+
+		len = (size_t)((colon ? colon : end) - host);
+		if (colon)
+			port = colon + 1;
+		for (size_t i = 0; i < len; i++)
+			if (!strchr(
+				"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_",
+				host[i]))
+				return "has a host name that is not one";
+	}
+	if (len == 0)
+		return "has no host";
+	if (len >= sizeof(u->host))
+		return "has a host name that is too long";
+	memcpy(u->host, host, len);
+	u->host[len] = '\0';
+	if (port) {
+		long n = 0;
+
+		if (port == end)
+			return "has an empty port";
+		for (const char *p = port; p < end; p++) {
+			if (*p < '0' || *p > '9' || (n = n * 10 + (*p - '0')) > 65535)
+				return "has a port that is not 1 to 65535";
+		}
+		if (n == 0)
+			return "has a port that is not 1 to 65535";
+	}
 	return NULL;
+}
+
+/* Normalizes path into buf (size n): absolute (a relative one from the
+ * working directory), no "//", "." or ".." components.  Pure string work:
+ * no symlink is followed.  Returns false when it does not fit. */
+static bool normalize(const char *path, char *buf, size_t n)
+{
+	char joined[PATH_MAX * 2];
+	size_t len = 0;
+
+	if (path[0] == '/')
+		snprintf(joined, sizeof(joined), "%s", path);
+	else if (getcwd(joined, PATH_MAX))
+		snprintf(joined + strlen(joined), sizeof(joined) - strlen(joined), "/%s", path);
+	else
+		return false;
+	for (char *save = NULL, *c = strtok_r(joined, "/", &save); c;
+	     c = strtok_r(NULL, "/", &save)) {
+		if (strcmp(c, ".") == 0)
+			continue;
+		if (strcmp(c, "..") == 0) {
+			while (len > 0 && buf[--len] != '/')
+				;
+			continue;
+		}
+		if (len + 1 + strlen(c) + 1 > n)
+			return false;
+		buf[len++] = '/';
+		memcpy(buf + len, c, strlen(c));
+		len += strlen(c);
+	}
+	if (len == 0)
+		buf[len++] = '/';
+	buf[len] = '\0';
+	return true;
+}
+
+/* Whether path is dir or lies below it, as the paths read. */
+static bool at_or_below(const char *path, const char *dir)
+{
+	char p[PATH_MAX], d[PATH_MAX];
+	size_t n;
+
+	if (!normalize(path, p, sizeof(p)) || !normalize(dir, d, sizeof(d)))
+		return true; /* cannot tell: refuse */
+	n = strlen(d);
+	if (strcmp(d, "/") == 0)
+		return true;
+	return strncmp(p, d, n) == 0 && (p[n] == '\0' || p[n] == '/');
 }
 
 static const char *check_runner_file(const char *path)
@@ -186,6 +311,7 @@ static const char *check_runner_file(const char *path)
 enum options_result options_parse(int argc, char **argv, struct options *o, char *err,
 				  size_t errlen)
 {
+	struct url url;
 	const char *why;
 	int c;
 
@@ -209,6 +335,9 @@ enum options_result options_parse(int argc, char **argv, struct options *o, char
 			break;
 		case OPT_UNIX_SOCKET:
 			o->unix_socket = optarg;
+			break;
+		case OPT_FORGE_USER:
+			o->forge_user = optarg;
 			break;
 		case OPT_CA_FILE:
 			o->ca_file = optarg;
@@ -279,8 +408,10 @@ enum options_result options_parse(int argc, char **argv, struct options *o, char
 	if (optind < argc)
 		return bad(err, errlen, "unexpected argument '%s'", argv[optind]);
 
-	if ((why = check_url(o->forge_url)))
+	if ((why = check_url(o->forge_url, &url)))
 		return bad(err, errlen, "--forge-url: %s", why);
+	o->forge_https = url.https;
+	o->forge_loopback = peer_host_is_loopback(url.host);
 	if ((why = check_runner_file(o->runner_file)))
 		return bad(err, errlen, "--runner-file: %s", why);
 
@@ -296,11 +427,34 @@ enum options_result options_parse(int argc, char **argv, struct options *o, char
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
 		if (paths[i].value && paths[i].value[0] == '\0')
 			return bad(err, errlen, "%s: empty path", paths[i].name);
+	if (o->output[0] != '/')
+		return bad(err, errlen, "--output: must be an absolute path");
 	if (o->output[strlen(o->output) - 1] == '/')
 		return bad(err, errlen, "--output: must name a file, not a directory");
 	if (o->state_file[0] == '\0')
 		o->state_file = NULL; /* memory off */
 	else if (o->state_file[strlen(o->state_file) - 1] == '/')
 		return bad(err, errlen, "--state-file: must name a file, not a directory");
+	/* The container could redirect a directory of its own with a symlink. */
+	if (at_or_below(o->output, o->container_root))
+		return bad(err, errlen, "--output: must not be at or below --container-root");
+	if (o->state_file && at_or_below(o->state_file, o->container_root))
+		return bad(err, errlen, "--state-file: must not be at or below --container-root");
+
+	if (o->forge_user) {
+		int r = peer_user_parse(o->forge_user, &o->forge_uid);
+
+		if (r == -ENOENT)
+			return bad(err, errlen, "--forge-user: no user '%s'", o->forge_user);
+		if (r < 0)
+			return bad(err, errlen, "--forge-user: '%s' is not a user name or uid",
+				   o->forge_user);
+		/* Who holds a port can only be told on this host; elsewhere
+		 * only TLS proves who answers. */
+		if (!o->unix_socket && !o->forge_loopback && !o->forge_https)
+			return bad(err, errlen,
+				   "--forge-user: the forge's host is not a loopback address; use "
+				   "https to reach it");
+	}
 	return OPTIONS_RUN;
 }

@@ -1,7 +1,10 @@
+#include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "atomic.h"
 #include "container.h"
 #include "reason.h"
 
@@ -17,6 +20,12 @@ const char *reason_token_words(enum token_source t)
 	return token_words[t];
 }
 
+static const char *const auth_words[] = {
+    [AUTH_REJECTED] = "",
+    [AUTH_NO_SCOPE] = ": the token lacks the admin scope, write:admin",
+    [AUTH_NOT_SITE_ADMIN] = ": the token's user is not a site admin",
+};
+
 static bool kept(const struct decision *d)
 {
 	return d->fate == FATE_CONFIRMED || d->fate == FATE_UNVERIFIED;
@@ -26,7 +35,7 @@ char *reason_say(char *buf, size_t n, enum reason r, const struct decision *d,
 		 const struct reason_context *c)
 {
 	const char *keeping = kept(d) ? "; keeping .runner" : "";
-	char cause[256];
+	char cause[256], lock[PATH_MAX];
 
 	buf[0] = '\0';
 	switch (r) {
@@ -49,6 +58,12 @@ char *reason_say(char *buf, size_t n, enum reason r, const struct decision *d,
 		break;
 	case REASON_NO_ANSWER:
 		snprintf(buf, n, "forge did not answer (%s)", c->lookup_error);
+		break;
+	case REASON_NOT_A_RUNNER:
+		snprintf(buf, n,
+			 "forge's answer to the lookup of runner %" PRId64
+			 " is not a runner object (cannot check)",
+			 c->id);
 		break;
 	case REASON_STILL_BUSY:
 		snprintf(buf, n, "forge still answered %ld at --retry-timeout", c->lookup_status);
@@ -85,6 +100,18 @@ char *reason_say(char *buf, size_t n, enum reason r, const struct decision *d,
 	case REASON_TOKEN_CHANGED:
 		snprintf(buf, n, "registration token changed and the forge cannot look runners up");
 		break;
+	case REASON_REREGISTER_NO_ADMIN:
+		snprintf(buf, n,
+			 "--reregister needs the admin token, and %s holds none: changed nothing",
+			 c->admin_token_file);
+		break;
+	case REASON_STATE_LOCKED:
+		atomic_lock_name(c->state_file, lock, sizeof(lock));
+		snprintf(buf, n,
+			 "state file %s: its lock %s was held by another run for all of "
+			 "--retry-timeout",
+			 c->state_file, lock);
+		break;
 	case REASON_ADMIN_TOKEN_UNUSABLE:
 		snprintf(buf, n, "admin token file %s %s", c->admin_token_file, c->admin_token_why);
 		break;
@@ -110,11 +137,16 @@ char *reason_say(char *buf, size_t n, enum reason r, const struct decision *d,
 			 reason_say(cause, sizeof(cause), c->cause, d, c), strerror(c->error));
 		break;
 	case REASON_AUTH:
-		snprintf(buf, n, "forge rejected the admin token (%ld)%s",
-			 c->fetch_error ? c->fetch_status : c->lookup_status, keeping);
+		snprintf(buf, n, "forge rejected the admin token (%ld%s)%s",
+			 c->fetch_error ? c->fetch_status : c->lookup_status,
+			 auth_words[c->fetch_error ? c->fetch_auth : c->lookup_auth], keeping);
 		break;
 	case REASON_TLS:
 		snprintf(buf, n, "TLS with the forge failed: %s%s",
+			 c->fetch_error ? c->fetch_error : c->lookup_error, keeping);
+		break;
+	case REASON_WRONG_PEER:
+		snprintf(buf, n, "%s: sent it nothing%s",
 			 c->fetch_error ? c->fetch_error : c->lookup_error, keeping);
 		break;
 	case REASON_NO_TOKEN_IN_TIME:
@@ -132,7 +164,19 @@ char *reason_say(char *buf, size_t n, enum reason r, const struct decision *d,
 		snprintf(buf, n, "forge's answer is not a valid registration token");
 		break;
 	case REASON_OUTPUT:
-		snprintf(buf, n, "cannot write %s: %s", c->output, strerror(c->error));
+		atomic_lock_name(c->output, lock, sizeof(lock));
+		if (c->error == EWOULDBLOCK)
+			snprintf(buf, n,
+				 "cannot write %s: its lock %s was held by another run for all "
+				 "of --retry-timeout",
+				 c->output, lock);
+		else if (c->error == ENOLCK)
+			snprintf(buf, n,
+				 "cannot write %s: its lock %s is not a regular file of ours "
+				 "with mode 0600",
+				 c->output, lock);
+		else
+			snprintf(buf, n, "cannot write %s: %s", c->output, strerror(c->error));
 		break;
 	}
 	return buf;
@@ -143,10 +187,12 @@ static char *say_wait(char *buf, size_t n, const struct reason_context *c)
 {
 	size_t len = strlen(buf);
 
+	int64_t tenths = (c->waited_ms + 50) / 100; /* to the nearest tenth */
+
 	if (c->waited_ms > 0 && len < n)
 		snprintf(buf + len, n - len,
 			 " (waited %" PRId64 ".%01" PRId64 " s for the admin token file)",
-			 c->waited_ms / 1000, c->waited_ms % 1000 / 100);
+			 tenths / 10, tenths % 10);
 	return buf;
 }
 

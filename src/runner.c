@@ -22,6 +22,11 @@ enum field field_copy(const json_t *s, char *buf, size_t n)
 	return FIELD_SET;
 }
 
+static bool is_zero(const json_t *j)
+{
+	return json_is_integer(j) && json_integer_value(j) == 0;
+}
+
 static int parse(const char *data, size_t len, struct runner_info *info, bool need_id)
 {
 	json_t *root, *id;
@@ -45,6 +50,8 @@ static int parse(const char *data, size_t len, struct runner_info *info, bool ne
 	info->name_field =
 	    field_copy(json_object_get(root, "name"), info->name, sizeof(info->name));
 	field_copy(json_object_get(root, "status"), info->status, sizeof(info->status));
+	info->instance_scope =
+	    is_zero(json_object_get(root, "owner_id")) && is_zero(json_object_get(root, "repo_id"));
 	r = 0;
 out:
 	json_decref(root); /* the wiping allocator zeroes jansson's copy of the secret */

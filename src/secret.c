@@ -23,19 +23,23 @@
 #define ADMIN_TOKEN_FILE_MAX_KIB 4
 #define ADMIN_TOKEN_FILE_MAX	 (ADMIN_TOKEN_FILE_MAX_KIB * 1024)
 #define TOO_LONG		 "is longer than " KIB_TEXT(ADMIN_TOKEN_FILE_MAX_KIB)
+#define ADMIN_TOKEN_READS	 8 /* reads of a file that keeps changing while read */
 
-int admin_token_read(const char *path, struct admin_token *t, const char **why)
+/* Reads the token once; *same says whether the file stayed as it was (the
+ * same inode, size and times) from before the read to after it. */
+static int read_once(const char *path, struct admin_token *t, const char **why, bool *same)
 {
 	_cleanup_(closep) int fd = -1;
 	char buf[ADMIN_TOKEN_FILE_MAX + 1];
 	size_t start = 0, end;
-	struct stat st;
+	struct stat after;
 	ssize_t n;
 	int r;
 
 	*t = (struct admin_token){0};
 	*why = NULL;
-	fd = open_host_file(path, ADMIN_TOKEN_FILE_MAX, &st, why);
+	*same = true;
+	fd = open_host_file(path, ADMIN_TOKEN_FILE_MAX, &t->st, why);
 	if (fd == -ENOENT)
 		return 0; /* the forge has not written it yet */
 	if (fd == -EFBIG)
@@ -44,6 +48,7 @@ int admin_token_read(const char *path, struct admin_token *t, const char **why)
 		return fd;
 
 	n = read_full(fd, buf, sizeof(buf));
+	*same = lstat(path, &after) == 0 && !admin_token_changed(&t->st, &after);
 	if (n < 0) {
 		*why = "cannot be read"; /* buf may hold a part of the token */
 		r = (int)n;
@@ -74,10 +79,34 @@ int admin_token_read(const char *path, struct admin_token *t, const char **why)
 			goto out;
 		}
 	}
-	t->world_readable = st.st_mode & S_IROTH;
+	t->world_readable = t->st.st_mode & S_IROTH;
 out:
 	explicit_bzero(buf, sizeof(buf));
 	return r;
+}
+
+int admin_token_read(const char *path, struct admin_token *t, const char **why)
+{
+	bool same = false;
+	int r = 0;
+
+	*t = (struct admin_token){0};
+	/* A file that changed while it was read may hold half of the old and
+	 * half of the new: read it again (its writer is quick, or gives up). */
+	for (int tries = 0; tries < ADMIN_TOKEN_READS && !same; tries++) {
+		admin_token_clear(t);
+		r = read_once(path, t, why, &same);
+	}
+	return r;
+}
+
+bool admin_token_changed(const struct stat *then, const struct stat *now)
+{
+	return then->st_dev != now->st_dev || then->st_ino != now->st_ino ||
+	       then->st_size != now->st_size || then->st_mtim.tv_sec != now->st_mtim.tv_sec ||
+	       then->st_mtim.tv_nsec != now->st_mtim.tv_nsec ||
+	       then->st_ctim.tv_sec != now->st_ctim.tv_sec ||
+	       then->st_ctim.tv_nsec != now->st_ctim.tv_nsec;
 }
 
 void admin_token_clear(struct admin_token *t)

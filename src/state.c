@@ -101,10 +101,17 @@ int state_load(const char *path, struct state *s, const char **why)
 		return 0;
 	if (fd == -EFBIG)
 		*why = "is larger than " KIB_TEXT(STATE_FILE_MAX_KIB);
-	if (fd < 0)
+	if (fd < 0) {
+		s->replace = true;
 		return fd;
+	}
+	s->replace = true; /* from here on, a file that is not believed is replaced */
 	if (st.st_uid != geteuid()) {
 		*why = "is not owned by us";
+		return -EPERM;
+	}
+	if (st.st_mode & (S_IRGRP | S_IROTH)) { /* it holds the registration token */
+		*why = "is group- or world-readable";
 		return -EPERM;
 	}
 	s->loaded = malloc(STATE_FILE_MAX + 1);
@@ -128,6 +135,7 @@ int state_load(const char *path, struct state *s, const char **why)
 	*why = r == -ENOMEM ? "cannot be held in memory" : "is not a hive-ci-prefetch state file";
 bad:
 	state_clear(s);
+	s->replace = true;
 	return r;
 }
 
@@ -181,7 +189,12 @@ out:
 	return line;
 }
 
-int state_save(const char *path, const struct state *s)
+int state_lock(struct atomic_lock *l, const char *path, int64_t deadline_ms)
+{
+	return atomic_lock(l, path, STATE_DIR_MODE, deadline_ms);
+}
+
+int state_save(const struct atomic_lock *l, const struct state *s)
 {
 	_cleanup_(erase_and_freep) char *text = NULL;
 	size_t len = 0;
@@ -191,10 +204,10 @@ int state_save(const char *path, const struct state *s)
 		return -ENOMEM;
 	if (s->loaded && len == s->loaded_len && memcmp(text, s->loaded, len) == 0)
 		return 0;
-	/* Nothing remembered and no file: nothing to write either. */
-	if (!s->loaded && !s->token && !s->confirmed.id && !s->n_superseded)
+	/* Nothing remembered and no file (or one to keep): nothing to write. */
+	if (!s->replace && !s->loaded && !s->token && !s->confirmed.id && !s->n_superseded)
 		return 0;
-	int r = atomic_replace(path, text, len, STATE_DIR_MODE, false);
+	int r = atomic_replace(l, text, len, false);
 
 	return r < 0 ? r : 1;
 }

@@ -39,7 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	(void)answer_is_retryable(v, kind);
 	(void)verdict_name(v);
 
-	if (answer_runner(&a, &info) == 0 && info.uuid_field == FIELD_SET &&
+	if (answer_runner(&a, 1, &info) == 0 && info.uuid_field == FIELD_SET &&
 	    strlen(info.uuid) > RUNNER_UUID_MAX)
 		abort();
 	if (answer_token(&a, &token) == 0) {

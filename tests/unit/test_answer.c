@@ -166,21 +166,41 @@ static void runner_object(void **state)
 					    "\"status\":\"offline\"}");
 	struct runner_info info;
 
-	assert_int_equal(answer_runner(&a, &info), 0);
+	assert_int_equal(answer_runner(&a, 1, &info), 0);
 	assert_int_equal(info.uuid_field, FIELD_SET);
 	assert_string_equal(info.uuid, "abc-123");
 	assert_string_equal(info.status, "offline");
 	a = answer(200, "{\"id\":1}");
-	assert_int_equal(answer_runner(&a, &info), 0);
+	assert_int_equal(answer_runner(&a, 1, &info), 0);
 	assert_int_equal(info.uuid_field, FIELD_ABSENT);
 	a = answer(200, "{\"id\":1,\"uuid\":7}");
-	assert_int_equal(answer_runner(&a, &info), 0);
+	assert_int_equal(answer_runner(&a, 1, &info), 0);
 	assert_int_equal(info.uuid_field, FIELD_ABSENT);
 	a = answer(200, "garbage");
-	assert_int_equal(answer_runner(&a, &info), -EBADMSG);
+	assert_int_equal(answer_runner(&a, 1, &info), -EBADMSG);
 	a = answer(200, "{\"id\":1}");
 	a.body_truncated = true;
-	assert_int_equal(answer_runner(&a, &info), -EBADMSG);
+	assert_int_equal(answer_runner(&a, 1, &info), -EBADMSG);
+	/* Review 2, item 3: a 200 that is not this runner's object. */
+	const char *not_runners[] = {"",	   "<html>login</html>", "[]",	"{}",
+				     "{\"id\":2}", "{\"id\":\"1\"}",	 "null"};
+	for (size_t i = 0; i < sizeof(not_runners) / sizeof(not_runners[0]); i++) {
+		a = answer(200, not_runners[i]);
+		assert_int_equal(answer_runner(&a, 1, &info), -EBADMSG);
+	}
+	/* The scope of a Forgejo runner: the instance's only with both ids 0. */
+	a = answer(200, "{\"id\":1,\"owner_id\":0,\"repo_id\":0}");
+	assert_int_equal(answer_runner(&a, 1, &info), 0);
+	assert_true(info.instance_scope);
+	a = answer(200, "{\"id\":1,\"owner_id\":3,\"repo_id\":0}");
+	assert_int_equal(answer_runner(&a, 1, &info), 0);
+	assert_false(info.instance_scope);
+	a = answer(200, "{\"id\":1,\"owner_id\":0,\"repo_id\":5}");
+	assert_int_equal(answer_runner(&a, 1, &info), 0);
+	assert_false(info.instance_scope);
+	a = answer(200, "{\"id\":1}");
+	assert_int_equal(answer_runner(&a, 1, &info), 0);
+	assert_false(info.instance_scope); /* not shown: not proven */
 }
 
 /* Issue 10: on a token route every 404 and a 405 mean "not this route here"

@@ -23,6 +23,7 @@ struct world {
 	enum verdict lookup;
 	enum runner_match match;
 	enum verdict fetch;
+	bool runner_object; /* a 200 lookup is the runner's object */
 	bool not_a_token;   /* a 200 whose body is no token */
 	bool token_changed; /* the token differs from the remembered one */
 	bool remembered;
@@ -68,6 +69,7 @@ static struct decision play(const struct world *w, char *steps, size_t n)
 		case STEP_LOOKUP:
 			f.looked_up = true;
 			f.lookup = w->lookup;
+			f.runner_object = w->runner_object;
 			f.match = w->match;
 			break;
 		case STEP_DISCARD:
@@ -94,7 +96,7 @@ static struct decision play(const struct world *w, char *steps, size_t n)
 }
 
 #define RUNNER .held = HELD_RUNNER
-#define SAME   .lookup = VERDICT_OK, .match = RUNNER_SAME_UUID
+#define SAME   .lookup = VERDICT_OK, .runner_object = true, .match = RUNNER_SAME_UUID
 #define TOKEN  .fetch = VERDICT_OK
 
 static const struct row rows[] = {
@@ -107,28 +109,28 @@ static const struct row rows[] = {
       .output = TOKEN_CURRENT,
       .reason = REASON_STILL_REGISTERED}},
     {"200, same runner (name)",
-     {RUNNER, .lookup = VERDICT_OK, .match = RUNNER_SAME_NAME, TOKEN},
+     {RUNNER, .lookup = VERDICT_OK, .runner_object = true, .match = RUNNER_SAME_NAME, TOKEN},
      "lookup fetch write cleanup",
      {.fate = FATE_CONFIRMED,
       .action = ACTION_KEEP,
       .output = TOKEN_CURRENT,
       .reason = REASON_STILL_REGISTERED}},
     {"200, judged by id",
-     {RUNNER, .lookup = VERDICT_OK, .match = RUNNER_SAME_ID, TOKEN},
+     {RUNNER, .lookup = VERDICT_OK, .runner_object = true, .match = RUNNER_SAME_ID, TOKEN},
      "lookup fetch write cleanup",
      {.fate = FATE_CONFIRMED,
       .action = ACTION_KEEP,
       .output = TOKEN_CURRENT,
       .reason = REASON_STILL_REGISTERED}},
     {"200, uuid differs",
-     {RUNNER, .lookup = VERDICT_OK, .match = RUNNER_OTHER_UUID, TOKEN},
+     {RUNNER, .lookup = VERDICT_OK, .runner_object = true, .match = RUNNER_OTHER_UUID, TOKEN},
      "lookup discard fetch write",
      {.fate = FATE_DISCARDED,
       .action = ACTION_REREGISTER,
       .output = TOKEN_CURRENT,
       .reason = REASON_OTHER_UUID}},
     {"200, name differs",
-     {RUNNER, .lookup = VERDICT_OK, .match = RUNNER_OTHER_NAME, TOKEN},
+     {RUNNER, .lookup = VERDICT_OK, .runner_object = true, .match = RUNNER_OTHER_NAME, TOKEN},
      "lookup discard fetch write",
      {.fate = FATE_DISCARDED,
       .action = ACTION_REREGISTER,
@@ -196,6 +198,23 @@ static const struct row rows[] = {
       .action = ACTION_REREGISTER,
       .output = TOKEN_CURRENT,
       .reason = REASON_LOOKUP_UNEXPECTED}},
+
+    {"200, not a runner object: cannot check",
+     {RUNNER, .lookup = VERDICT_OK, .runner_object = false, TOKEN},
+     "lookup fetch write",
+     {.fate = FATE_UNVERIFIED,
+      .action = ACTION_KEEP,
+      .output = TOKEN_CURRENT,
+      .reason = REASON_NOT_A_RUNNER,
+      .worth_a_warning = true}},
+    {"the forge's port held by another user",
+     {RUNNER, .lookup = VERDICT_WRONG_PEER},
+     "lookup",
+     {.fate = FATE_UNVERIFIED,
+      .action = ACTION_FAIL,
+      .output = TOKEN_UNCHANGED,
+      .failure = FAILURE_WRONG_PEER,
+      .reason = REASON_WRONG_PEER}},
 
     /* README: how step 4 (the fetch) ends, registering and with .runner kept. */
     {"register: a token",
@@ -545,7 +564,8 @@ static void decision_table(void **state)
 	}
 }
 
-/* The clean-up's judge: listed runner 2 with uuid U. */
+/* The clean-up's judge: listed runner 2 with uuid U; the forge calls this
+ * host's confirmed runner "hive". */
 static void ghost_table(void **state)
 {
 	static const struct state_runner listed = {.id = 2, .uuid = "U"};
@@ -555,45 +575,76 @@ static void ghost_table(void **state)
 		bool shown; /* a runner object came back */
 		enum field uuid_field;
 		const char *uuid, *status;
+		bool user_or_repo; /* owner_id or repo_id not 0 */
+		const char *forge_name;
 		enum ghost_fate fate;
 		enum ghost_reason reason;
 	} judged[] = {
-	    {"offline, the listed uuid", VERDICT_OK, true, FIELD_SET, "U", "offline", GHOST_DELETE,
-	     GHOST_OURS_OFFLINE},
-	    {"idle", VERDICT_OK, true, FIELD_SET, "U", "idle", GHOST_SPARE, GHOST_IN_USE},
-	    {"active", VERDICT_OK, true, FIELD_SET, "U", "active", GHOST_SPARE, GHOST_IN_USE},
-	    {"online", VERDICT_OK, true, FIELD_SET, "U", "online", GHOST_SPARE, GHOST_IN_USE},
-	    {"no status", VERDICT_OK, true, FIELD_SET, "U", "", GHOST_SPARE, GHOST_IN_USE},
-	    {"id now held by another runner", VERDICT_OK, true, FIELD_SET, "V", "offline",
+	    {"offline, the listed uuid", VERDICT_OK, true, FIELD_SET, "U", "offline", false, "hive",
+	     GHOST_DELETE, GHOST_OURS_OFFLINE},
+	    {"idle", VERDICT_OK, true, FIELD_SET, "U", "idle", false, "hive", GHOST_SPARE,
+	     GHOST_IN_USE},
+	    {"active", VERDICT_OK, true, FIELD_SET, "U", "active", false, "hive", GHOST_SPARE,
+	     GHOST_IN_USE},
+	    {"online", VERDICT_OK, true, FIELD_SET, "U", "online", false, "hive", GHOST_SPARE,
+	     GHOST_IN_USE},
+	    {"no status", VERDICT_OK, true, FIELD_SET, "U", "", false, "hive", GHOST_SPARE,
+	     GHOST_IN_USE},
+	    {"id now held by another runner", VERDICT_OK, true, FIELD_SET, "V", "offline", false,
+	     "hive", GHOST_FORGET, GHOST_OTHER_RUNNER},
+	    {"an over-long uuid", VERDICT_OK, true, FIELD_TOO_LONG, "", "offline", false, "hive",
 	     GHOST_FORGET, GHOST_OTHER_RUNNER},
-	    {"an over-long uuid", VERDICT_OK, true, FIELD_TOO_LONG, "", "offline", GHOST_FORGET,
-	     GHOST_OTHER_RUNNER},
-	    {"no uuid shown (Gitea)", VERDICT_OK, true, FIELD_ABSENT, "", "offline", GHOST_FORGET,
-	     GHOST_NO_UUID},
-	    {"not a runner object", VERDICT_OK, false, FIELD_ABSENT, "", "", GHOST_FORGET,
-	     GHOST_NO_UUID},
-	    {"gone", VERDICT_GONE, false, FIELD_ABSENT, "", "", GHOST_FORGET, GHOST_GONE},
-	    {"no answer", VERDICT_NO_ANSWER, false, FIELD_ABSENT, "", "", GHOST_LISTED,
+	    {"no uuid shown (Gitea)", VERDICT_OK, true, FIELD_ABSENT, "", "offline", false, "hive",
+	     GHOST_FORGET, GHOST_NO_UUID},
+	    {"a user's or a repository's runner", VERDICT_OK, true, FIELD_SET, "U", "offline", true,
+	     "hive", GHOST_FORGET, GHOST_NOT_INSTANCE},
+	    {"another name", VERDICT_OK, true, FIELD_SET, "U", "offline", false, "someone",
+	     GHOST_FORGET, GHOST_OTHER_NAME},
+	    {"no name shown", VERDICT_OK, true, FIELD_SET, "U", "offline", false, NULL,
+	     GHOST_FORGET, GHOST_OTHER_NAME},
+	    {"not a runner object", VERDICT_OK, false, FIELD_ABSENT, "", "", false, NULL,
+	     GHOST_LISTED, GHOST_NOT_A_RUNNER},
+	    {"gone", VERDICT_GONE, false, FIELD_ABSENT, "", "", false, NULL, GHOST_FORGET,
+	     GHOST_GONE},
+	    {"no answer", VERDICT_NO_ANSWER, false, FIELD_ABSENT, "", "", false, NULL, GHOST_LISTED,
 	     GHOST_NO_ANSWER},
-	    {"busy", VERDICT_TRANSIENT, false, FIELD_ABSENT, "", "", GHOST_LISTED, GHOST_NO_ANSWER},
-	    {"401/403", VERDICT_AUTH_REJECTED, false, FIELD_ABSENT, "", "", GHOST_LISTED,
+	    {"busy", VERDICT_TRANSIENT, false, FIELD_ABSENT, "", "", false, NULL, GHOST_LISTED,
 	     GHOST_NO_ANSWER},
-	    {"another status", VERDICT_UNEXPECTED, false, FIELD_ABSENT, "", "", GHOST_LISTED,
-	     GHOST_NO_ANSWER},
+	    {"401/403", VERDICT_AUTH_REJECTED, false, FIELD_ABSENT, "", "", false, NULL,
+	     GHOST_LISTED, GHOST_NO_ANSWER},
+	    {"another status", VERDICT_UNEXPECTED, false, FIELD_ABSENT, "", "", false, NULL,
+	     GHOST_LISTED, GHOST_NO_ANSWER},
+	    {"not the forge's user", VERDICT_WRONG_PEER, false, FIELD_ABSENT, "", "", false, NULL,
+	     GHOST_LISTED, GHOST_NO_ANSWER},
 	};
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(judged) / sizeof(judged[0]); i++) {
-		struct runner_info shown = {.id = 2, .uuid_field = judged[i].uuid_field};
+		struct runner_info shown = {.id = 2,
+					    .uuid_field = judged[i].uuid_field,
+					    .instance_scope = !judged[i].user_or_repo,
+					    .name_field =
+						judged[i].forge_name ? FIELD_SET : FIELD_ABSENT};
 		struct ghost_judgement j;
 
 		snprintf(shown.uuid, sizeof(shown.uuid), "%s", judged[i].uuid);
 		snprintf(shown.status, sizeof(shown.status), "%s", judged[i].status);
-		j = ghosts_judge(&listed, judged[i].v, judged[i].shown ? &shown : NULL);
+		if (judged[i].forge_name)
+			snprintf(shown.name, sizeof(shown.name), "%s", judged[i].forge_name);
+		j = ghosts_judge(&listed, "hive", judged[i].v, judged[i].shown ? &shown : NULL);
 		print_message("%s\n", judged[i].name);
 		assert_int_equal(j.fate, judged[i].fate);
 		assert_int_equal(j.reason, judged[i].reason);
 	}
+	/* The forge's name for this host's runner unknown: nothing is ours. */
+	struct runner_info ours = {.id = 2,
+				   .uuid_field = FIELD_SET,
+				   .uuid = "U",
+				   .name_field = FIELD_SET,
+				   .name = "",
+				   .instance_scope = true,
+				   .status = "offline"};
+	assert_int_equal(ghosts_judge(&listed, "", VERDICT_OK, &ours).fate, GHOST_FORGET);
 }
 
 static void names(void **state)
