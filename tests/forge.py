@@ -1551,8 +1551,8 @@ def _write_atomically(path, text):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description="Serve a fake Forgejo or Gitea admin API until "
-        "SIGTERM/SIGINT. SIGUSR1 takes it down (connections refused, state "
+        description="Serve a fake Forgejo or Gitea admin API and runner "
+        "protocol until SIGTERM/SIGINT. SIGUSR1 takes it down (connections refused, state "
         "kept), SIGUSR2 brings it up again on the same port.")
     parser.add_argument("--flavour",
                         choices=sorted(set(FLAVOURS) | set(ALIASES)),
