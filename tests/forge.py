@@ -203,6 +203,7 @@ Set FORGE_DEBUG=1 to log requests and handler errors to stderr.
 
 import argparse
 import collections
+import errno
 import http.server
 import json
 import os
@@ -648,7 +649,10 @@ class Forge:
                 # would let others bind a port reserved but not listening.
                 reuse = bool(self.port) and not delay
                 self._server.allow_reuse_address = reuse
-                self._server.server_bind()
+                if self.port:
+                    self._server.server_bind()
+                else:
+                    self._bind_free_port()
                 self.port = self._server.server_address[1]
                 if not delay:
                     self._activate_tcp()
@@ -689,14 +693,20 @@ class Forge:
             if self._down:
                 return self
             self._down = True
-        self._halt(timeout)
+        reserved = None
         if not self.unix_socket:
-            self._reserved = socket.socket(self._server.address_family,
-                                           socket.SOCK_STREAM)
-            # The dropped connections sit in TIME_WAIT on this port.
-            self._reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR,
-                                      1)
-            self._reserved.bind((self.host, self.port))
+            # Hold the port before the listener goes: shutdown() of a
+            # listening socket ends the listening but keeps the binding, so
+            # at no moment is the port free for another socket (a client's
+            # connect() anywhere on the machine may pick a free port).
+            reserved = self._server.socket.dup()
+            reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                reserved.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass                 # not listening yet: a delayed start
+        self._halt(timeout)
+        self._reserved = reserved
         return self
 
     def up(self):
@@ -712,12 +722,19 @@ class Forge:
                 if self.unix_socket:
                     self._bind_unix()
                 else:
+                    # A fresh socket beside the reserved one (SO_REUSEADDR
+                    # both, neither listening), listening before the
+                    # reserved one goes: again no moment without ours.
                     self._server.socket.close()
-                    self._server.socket = self._reserved
-                    self._reserved = None
-                    self._server.server_address = \
-                        self._server.socket.getsockname()
+                    sock = socket.socket(self._server.address_family,
+                                         socket.SOCK_STREAM)
+                    self._server.socket = sock
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind((self.host, self.port))
+                    self._server.server_address = sock.getsockname()
                     self._activate_tcp()
+                    self._reserved.close()
+                    self._reserved = None
             except BaseException:
                 self._server.server_close()
                 raise
@@ -919,6 +936,26 @@ class Forge:
         if self.unix_socket:
             return _UnixServer(self, self.unix_socket)
         return _TCPServer(self, (self.host, self.port))
+
+    def _bind_free_port(self):
+        """Bind a free port by its number, not as port 0: only a socket
+        bound to an explicit port keeps it when down() ends its listening
+        (Linux releases a kernel-chosen port with the listen state)."""
+        for _ in range(100):
+            probe = socket.socket(self._server.address_family,
+                                  socket.SOCK_STREAM)
+            try:
+                probe.bind((self.host, 0))
+                port = probe.getsockname()[1]
+            finally:
+                probe.close()
+            self._server.server_address = (self.host, port)
+            try:
+                return self._server.server_bind()
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    raise                  # taken meanwhile: another one
+        raise OSError(errno.EADDRINUSE, "no free port found")
 
     def _activate_tcp(self):
         # Listening now: nobody can bind the port beside us any more. The

@@ -559,6 +559,41 @@ def down_refuses_and_up_serves_the_same_port_with_state():
 
 
 @test
+def the_port_is_never_free_while_down_or_coming_up():
+    # Someone binds (or connect() picks) the port the moment it is free: a
+    # squatter trying all the time never gets it, with or without a
+    # connection left in any state.
+    for connected in (False, True):
+        with make(flavour="gitea122") as f:
+            port, got, stop = f.port, [], threading.Event()
+
+            def squat():
+                while not stop.is_set():
+                    s = socket.socket()
+                    try:
+                        s.bind(("127.0.0.1", port))
+                        got.append(True)
+                    except OSError:
+                        pass
+                    finally:
+                        s.close()
+
+            squatter = threading.Thread(target=squat, daemon=True)
+            squatter.start()
+            try:
+                for _ in range(15):
+                    if connected:
+                        request(f, V1 + TA)
+                    f.down()
+                    f.up()
+                    check_json(*request(f, V1 + TA), 200, {"token": REG})
+            finally:
+                stop.set()
+                squatter.join()
+            assert not got, "the port was free %d times" % len(got)
+
+
+@test
 def down_and_up_on_tls_and_unix_socket():
     with make(tls=True) as f:
         f.down()
