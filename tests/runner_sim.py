@@ -762,19 +762,21 @@ class RunnerModule:
     # -- what the unit's processes do, as the dynamic user --------------------
 
     def _searchable(self, searched):
-        """Every directory on the way can be searched by the dynamic user.
-        /var/lib/private is 0700 root, but systemd makes it reachable in
-        the unit's own mount namespace."""
+        """0 if the dynamic user can search every directory on the way,
+        else the errno the lookup fails with. /var/lib/private is 0700
+        root, but systemd makes it reachable in the unit's own mount
+        namespace."""
         private = os.path.join(self.root, "var/lib/private")
         for d in searched:
-            if d == private:
-                continue
             try:
-                if not _may(os.stat(d), self.uid, self.gid, 1):
-                    return False
-            except OSError:
-                return False
-        return True
+                st = os.stat(d)
+            except OSError as e:
+                return e.errno
+            if not stat.S_ISDIR(st.st_mode):
+                return errno.ENOTDIR
+            if d != private and not _may(st, self.uid, self.gid, 1):
+                return errno.EACCES
+        return 0
 
     def _resolve(self, inside):
         """(host path, errno or 0) of `inside` relative to the cwd."""
@@ -784,9 +786,7 @@ class RunnerModule:
             host, searched = walk(self.root, inside)
         except OSError as e:
             return None, e.errno
-        if not self._searchable(searched):
-            return host, errno.EACCES
-        return host, 0
+        return host, self._searchable(searched)
 
     def _u_exists(self, inside):
         """[ -e FILE ]"""
@@ -855,8 +855,9 @@ class RunnerModule:
             host, searched = walk(self.root, inside, follow_last=False)
         except OSError as e:
             return e.errno
-        if not self._searchable(searched):
-            return errno.EACCES
+        err = self._searchable(searched)
+        if err:
+            return err
         if not os.path.lexists(host):
             return errno.ENOENT
         if os.path.isdir(host) and not os.path.islink(host):
