@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Self-test of tests/forge.py, the fake Forgejo/Gitea forge, and of
-tests/runner_sim.py, the emulated NixOS runner module (standard library only).
+tests/runner_sim.py, the emulated NixOS runner modules (standard library
+only).
 
 Run: python3 tests/forge_selftest.py [NAME-SUBSTRING ...]
 Prints one line per failure and "N passed, N failed"; exits 1 on failure.
@@ -10,6 +11,8 @@ import hashlib
 import http.client
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import ssl
@@ -34,6 +37,10 @@ JSON_TYPE = "application/json;charset=utf-8"
 PLAIN_404 = b"404 page not found\n"
 
 TESTS = []
+
+
+class SkipTest(Exception):
+    """A test that cannot run here (it says why)."""
 
 
 def test(fn):
@@ -552,6 +559,41 @@ def down_refuses_and_up_serves_the_same_port_with_state():
 
 
 @test
+def the_port_is_never_free_while_down_or_coming_up():
+    # Someone binds (or connect() picks) the port the moment it is free: a
+    # squatter trying all the time never gets it, with or without a
+    # connection left in any state.
+    for connected in (False, True):
+        with make(flavour="gitea122") as f:
+            port, got, stop = f.port, [], threading.Event()
+
+            def squat():
+                while not stop.is_set():
+                    s = socket.socket()
+                    try:
+                        s.bind(("127.0.0.1", port))
+                        got.append(True)
+                    except OSError:
+                        pass
+                    finally:
+                        s.close()
+
+            squatter = threading.Thread(target=squat, daemon=True)
+            squatter.start()
+            try:
+                for _ in range(15):
+                    if connected:
+                        request(f, V1 + TA)
+                    f.down()
+                    f.up()
+                    check_json(*request(f, V1 + TA), 200, {"token": REG})
+            finally:
+                stop.set()
+                squatter.join()
+            assert not got, "the port was free %d times" % len(got)
+
+
+@test
 def down_and_up_on_tls_and_unix_socket():
     with make(tls=True) as f:
         f.down()
@@ -588,34 +630,54 @@ def no_delayed_ack_stall_on_keep_alive():
         assert f.connections == 1 and took < 0.2, took
 
 
-# -- runner_sim: the NixOS runner module and the daemon ----------------------
+# -- runner_sim: the NixOS runner modules and the daemon ----------------------
+
+GITEA_GENS = ("labels", "envhash", "tokenhash")
+HASH_GENS = ("envhash", "tokenhash")
+
+
+def token_text(generation, token, form=None):
+    """The token file as the tool writes it in the generation's format
+    (FORGE-API.md): env "TOKEN=<t>\\n", raw "<t>\\n"."""
+    form = form or runner_sim.TOKEN_FORMAT[generation]
+    return ("TOKEN=%s\n" if form == "env" else "%s\n") % token
+
 
 class Host:
     """A container root, a token file and a forge, for runner_sim tests."""
 
-    def __init__(self, d, flavour="forgejo15", generation="labels"):
+    def __init__(self, d, flavour="forgejo15", generation="labels", **kw):
+        self.generation = generation
         self.root = os.path.join(d, "root")
         os.makedirs(self.root)
+        os.chmod(self.root, 0o755)
         self.token_file = os.path.join(d, "runner-token")
         self.forge = make(flavour=flavour).start()
         self.sim = runner_sim.RunnerModule(
             generation=generation, container_root=self.root,
             token_file=self.token_file, forge=self.forge, name="hive",
-            labels=["native:host"], instance="hive")
+            labels=["native:host"], instance="hive", **kw)
 
     def write(self, text):
         with open(self.token_file, "wb") as fh:
             fh.write(text.encode() if isinstance(text, str) else text)
 
+    def token(self, token, form=None):
+        self.write(token_text(self.generation, token, form))
+
     def runner(self):
         path = self.sim.runner_file
         return json.load(open(path)) if os.path.exists(path) else None
 
+    def read(self, path):
+        return open(path, "rb").read() if os.path.exists(path) else None
 
-def hosts(**kw):
+
+def hosts(generations=runner_sim.GENERATIONS, **kw):
     """One Host per generation, each in its own directory."""
-    for generation in runner_sim.GENERATIONS:
+    for generation in generations:
         with tempfile.TemporaryDirectory() as d:
+            os.chmod(d, 0o755)
             host = Host(d, generation=generation, **kw)
             try:
                 yield generation, host
@@ -623,119 +685,192 @@ def hosts(**kw):
                 host.forge.stop()
 
 
+def sha(data):
+    return hashlib.sha256(data).hexdigest().encode()
+
+
 @test
 def sim_first_boot_registers_layout_and_files():
+    owner = None
     for generation, h in hosts():
-        h.write("TOKEN=%s\n" % REG)
+        h.token(REG)
         r = h.sim.boot()
-        assert (r.works, r.registered, r.register_ok, r.why) == (
-            True, True, True, "ok"), (generation, r, r.log)
+        assert (r.works, r.registered, r.register_ok, r.status, r.why) == (
+            True, True, True, "ok", "ok"), (generation, r, r.log)
         assert r.reasons[0] == "no .runner", r.reasons
-        link = os.path.join(h.root, "var/lib/gitea-runner")
-        assert os.readlink(link) == "private/gitea-runner"
-        assert stat.S_IMODE(os.stat(os.path.join(
-            h.root, "var/lib/private")).st_mode) == 0o700
+        private = os.path.join(h.root, "var/lib/private")
+        assert stat.S_IMODE(os.stat(private).st_mode) == 0o700
+        if generation == "forgejo":
+            # A real 0755 /var/lib/forgejo-runner, the instance a symlink.
+            top = os.path.join(h.root, "var/lib/forgejo-runner")
+            assert not os.path.islink(top) and \
+                stat.S_IMODE(os.stat(top).st_mode) == 0o755
+            assert os.readlink(os.path.join(top, "hive")) == \
+                "../private/forgejo-runner/hive"
+            inside = "/var/lib/forgejo-runner/hive/.runner"
+            assert h.sim.unit == "forgejo-runner@hive", h.sim.unit
+        else:
+            assert os.readlink(os.path.join(h.root, "var/lib/gitea-runner")) \
+                == "private/gitea-runner"
+            inside = "/var/lib/gitea-runner/hive/.runner"
+            assert h.sim.unit == "gitea-runner-hive", h.sim.unit
+        assert h.sim.runner_inside == inside, h.sim.runner_inside
         assert h.sim.runner_file == os.path.join(
-            h.root, "var/lib/private/gitea-runner/hive/.runner")
-        # The tool's default --runner-file, resolved in the root, is it.
-        inside = os.path.join(h.root, "var/lib/gitea-runner/hive/.runner")
-        assert os.path.realpath(inside) == os.path.realpath(
-            h.sim.runner_file)
-        assert h.sim.runner_inside == "/var/lib/gitea-runner/hive/.runner"
+            private, inside[len("/var/lib/"):]), h.sim.runner_file
+        assert os.path.realpath(os.path.join(h.root, inside[1:])) == \
+            os.path.realpath(h.sim.runner_file)
         text = open(h.sim.runner_file).read()
         reg = json.loads(text)
         assert text == json.dumps(reg, indent=2) + "\n", text
-        assert list(reg) == ["WARNING", "id", "uuid", "name", "token",
-                             "address", "labels"], reg
-        assert (reg["id"], reg["name"], reg["labels"]) == (
-            1, "hive", ["native:host"]), reg
+        keys = ["WARNING", "id", "uuid", "name", "token", "address",
+                "labels"] + ([] if generation == "forgejo" else ["ephemeral"])
+        assert list(reg) == keys, reg
+        assert (reg["id"], reg["name"], reg["labels"], reg["address"]) == (
+            1, "hive", ["native:host"], h.forge.url), reg
         assert r.runner == reg and h.forge.status(1) == "idle"
-        assert open(h.sim.labels_file, "rb").read() == b"native:host\n"
-        if generation == "tokenhash":
-            # The hash of the extracted value's file, "<token>\n"; printf
-            # writes it without a newline.
-            assert open(h.sim.token_hash_file, "rb").read() == \
-                hashlib.sha256((REG + "\n").encode()).hexdigest().encode()
-            assert any("deprecated" in line for line in r.log), r.log
+        # register and Declare sent the label names and the version.
+        record = h.forge.record(1)
+        assert (record.labels, record.version) == (["native"], (
+            "v11.1.1" if generation == "forgejo" else "v0.2.11")), record
+        # The bookkeeping, byte for byte (printf '%s' writes no newline).
+        labels = h.read(h.sim.labels_file)
+        token_hash = h.read(h.sim.token_hash_file)
+        assert labels == {"forgejo": sha(b"native:host")}.get(
+            generation, b"native:host\n"), labels
+        assert token_hash == {"envhash": sha(REG.encode()),
+                              "tokenhash": sha((REG + "\n").encode())}.get(
+            generation), token_hash
+        # Modes: umask 0022, forgejo's UMask=0077.
+        mode = stat.S_IMODE(os.stat(h.sim.runner_file).st_mode)
+        assert mode == (0o600 if generation == "forgejo" else 0o644), \
+            oct(mode)
+        # Owned by the dynamic user (ours when we cannot chown).
+        st = os.stat(h.sim.runner_file)
+        assert (st.st_uid, st.st_gid) == (r.uid, h.sim.gid), (st, r.uid)
+        assert os.stat(h.sim.state_dir).st_uid == r.uid
+        if runner_sim.can_chown():
+            assert r.uid in runner_sim.DYNAMIC_UIDS, r.uid
+            owner = owner or {}
+            owner[generation] = r.uid
         else:
-            assert not os.path.exists(h.sim.token_hash_file)
+            assert r.uid == os.getuid(), r.uid
         assert not any(REG in line or reg["token"] in line
                        for line in r.log), r.log
+    if owner:
+        # One dynamic user name for the gitea module, one per forgejo
+        # instance.
+        assert owner["labels"] == owner["envhash"] == owner["tokenhash"]
 
 
 @test
 def sim_same_bytes_do_not_reregister():
     for generation, h in hosts():
-        h.write("TOKEN=%s\n" % REG)
-        first = h.sim.boot().runner
+        h.token(REG)
+        first = h.sim.boot()
         for _ in range(2):
             r = h.sim.boot()
-            assert (r.works, r.registered, r.reasons) == (True, False, []), \
-                (generation, r, r.reasons)
-            assert r.runner == first
+            assert (r.works, r.registered, r.reasons, r.uid) == (
+                True, False, [], first.uid), (generation, r, r.reasons)
+            assert r.runner == first.runner
         assert list(h.forge.runners) == [1] and h.forge.ghosts() == []
 
 
 @test
-def sim_env_and_raw_forms_of_one_token_hash_alike():
-    # sed | tail -n1 turns "TOKEN=<t>\n" into "<t>\n", the raw form's bytes.
+def sim_changed_token_reregisters_only_where_a_hash_is_kept():
     for generation, h in hosts():
-        h.write("TOKEN=%s\n" % REG)
-        h.sim.boot()
-        if generation == "tokenhash":
-            h.write(REG + "\n")
-            r = h.sim.boot()
-            assert (r.works, r.registered) == (True, False), (r, r.reasons)
-            assert not any("deprecated" in line for line in r.log), r.log
-        h.write(REG)                         # no newline: other bytes
-        r = h.sim.boot()
-        assert r.registered == (generation == "tokenhash"), (r, r.reasons)
-        assert r.works, r
-
-
-@test
-def sim_changed_token_reregisters_only_under_tokenhash():
-    for generation, h in hosts():
-        h.write("TOKEN=%s\n" % REG)
+        h.token(REG)
         h.sim.boot()
         new = h.forge.reset_token()
-        h.write("TOKEN=%s\n" % new)
+        h.token(new)
         r = h.sim.boot()
-        if generation == "labels":
-            assert (r.works, r.registered) == (True, False), r
-            assert h.runner()["id"] == 1
-        else:
+        if generation in HASH_GENS:
             assert (r.works, r.registered, r.reasons) == (
                 True, True, ["token hash changed"]), (r, r.reasons)
             assert h.runner()["id"] == 2 and h.forge.ghosts() == [1]
-            assert open(h.sim.token_hash_file, "rb").read() == \
-                hashlib.sha256((new + "\n").encode()).hexdigest().encode()
+            assert h.read(h.sim.token_hash_file) == sha(
+                (new if generation == "envhash" else new + "\n").encode())
+        else:
+            # labels and forgejo never look at the token once registered.
+            assert (r.works, r.registered) == (True, False), r
+            assert h.runner()["id"] == 1
+
+
+@test
+def sim_the_token_files_bytes_or_its_value():
+    # envhash hashes $TOKEN (the parsed value), tokenhash the file (after
+    # sed | tail -n1, which turns "TOKEN=<t>\n" into "<t>\n").
+    for generation, h in hosts(generations=HASH_GENS):
+        h.token(REG, "env")
+        h.sim.boot()
+        h.write("TOKEN=%s" % REG)           # no newline: same value
+        r = h.sim.boot()
+        assert r.registered == (generation == "tokenhash"), (r, r.reasons)
+        assert r.works, r
+        h.write("TOKEN=%s\n" % REG)
+        h.sim.boot()
+        if generation == "tokenhash":
+            h.write(REG + "\n")              # the raw form, the same bytes
+            r = h.sim.boot()
+            assert (r.works, r.registered) == (True, False), (r, r.reasons)
+            assert not any("deprecated" in line for line in r.log), r.log
+        else:
+            h.write("# a comment\nTOKEN='%s'\n" % REG)
+            r = h.sim.boot()
+            assert (r.works, r.registered) == (True, False), (r, r.reasons)
+
+
+@test
+def sim_changed_labels_reregister_everywhere():
+    for generation, h in hosts():
+        h.token(REG)
+        h.sim.boot()
+        h.sim.labels = ["native:host", "big:host"]
+        r = h.sim.boot()
+        assert (r.works, r.registered, r.reasons) == (
+            True, True, ["labels changed"]), (generation, r, r.reasons)
+        assert h.runner()["labels"] == ["native:host", "big:host"]
+        assert h.forge.record(2).labels == ["native", "big"]
+        assert h.forge.ghosts(current_id=2) == [1]
+        want = b"big:host\nnative:host"
+        assert h.read(h.sim.labels_file) == (
+            sha(want) if generation == "forgejo" else want + b"\n")
+        r = h.sim.boot()
+        assert (r.works, r.registered) == (True, False), (r, r.reasons)
 
 
 @test
 def sim_placeholder_after_a_label_change_leaves_the_runner_down():
     for generation, h in hosts():
-        h.write("TOKEN=%s\n" % REG)
+        h.token(REG)
         h.sim.boot()
-        h.write("TOKEN=placeholder\n")
+        h.token("placeholder")
         h.sim.labels = ["native:host", "big:host"]
         r = h.sim.boot()
-        assert (r.works, r.registered, r.register_ok) == (True and False,
-                                                          True, False), r
+        assert (r.works, r.registered, r.register_ok) == (False, True,
+                                                          False), r
         assert "labels changed" in r.reasons, r.reasons
-        assert r.why == "registration file not found", r.why
         assert not os.path.lexists(h.sim.runner_file) and r.runner is None
-        # Bookkeeping is written although register failed.
-        assert open(h.sim.labels_file, "rb").read() == \
-            b"big:host\nnative:host\n"
-        if generation == "tokenhash":
-            assert open(h.sim.token_hash_file, "rb").read() == \
-                hashlib.sha256(b"placeholder\n").hexdigest().encode()
+        if generation == "forgejo":
+            # errexit: the failed register ends the script, .labels.sha256
+            # keeps the old labels' hash, the unit fails.
+            assert (r.status, r.why) == ("ExecStartPre exit 1",
+                                         "ExecStartPre failed (status 1)"), r
+            assert h.read(h.sim.labels_file) == sha(b"native:host")
+        else:
+            # No set -e: the bookkeeping is written although register
+            # failed, and the daemon finds no .runner.
+            assert (r.status, r.why) == ("exit 1",
+                                         "registration file not found"), r
+            assert h.read(h.sim.labels_file) == b"big:host\nnative:host\n"
+            if generation in HASH_GENS:
+                assert h.read(h.sim.token_hash_file) == sha(
+                    b"placeholder" + (b"\n" if generation == "tokenhash"
+                                      else b""))
         # Still down on the next boot with the same bytes: .runner missing.
         r = h.sim.boot()
         assert (r.works, r.registered, r.register_ok) == (False, True, False)
         # The real token brings it back, under a new id.
-        h.write("TOKEN=%s\n" % REG)
+        h.token(REG)
         r = h.sim.boot()
         assert r.works and h.runner()["id"] == 2, r
         assert h.runner()["labels"] == ["native:host", "big:host"]
@@ -743,47 +878,60 @@ def sim_placeholder_after_a_label_change_leaves_the_runner_down():
 
 
 @test
-def sim_placeholder_design_breaks_the_tokenhash_generation():
+def sim_placeholder_design_breaks_the_hash_generations():
     # FORGE-API.md: TOKEN=<real> then TOKEN=placeholder flips the hash.
     for generation, h in hosts():
-        h.write("TOKEN=%s\n" % REG)
+        h.token(REG)
         h.sim.boot()
-        h.write("TOKEN=placeholder\n")
+        h.token("placeholder")
         r = h.sim.boot()
-        if generation == "labels":
-            assert (r.works, r.registered) == (True, False), r
-        else:
+        if generation in HASH_GENS:
             assert (r.works, r.registered, r.register_ok) == (
                 False, True, False), r
             assert r.why == "registration file not found"
+            assert r.reasons == ["token hash changed"], r.reasons
+        else:
+            assert (r.works, r.registered) == (True, False), r
 
 
 @test
 def sim_token_file_forms():
-    # A raw token: under EnvironmentFile= it sets no TOKEN, so register gets
-    # an empty token; under LoadCredential= it is the token.
     for generation, h in hosts():
-        h.write(REG + "\n")
+        h.token(REG, "raw")
         r = h.sim.boot()
-        assert r.registered and r.works == (generation == "tokenhash"), \
+        # A bare token under EnvironmentFile= sets no TOKEN: register gets
+        # an empty token. Under LoadCredential= it is the token.
+        assert r.registered and r.works == (generation in ("tokenhash",
+                                                           "forgejo")), \
             (generation, r, r.log)
-        if generation == "labels":
-            assert r.log[-2:] == ["register: token is empty",
-                                  "daemon: registration file not found"], \
-                r.log
+        if generation in ("labels", "envhash"):
+            assert "register: token is empty" in r.log, r.log
+            assert r.why == "registration file not found", r
     for generation, h in hosts():
+        h.token(REG, "env")
+        r = h.sim.boot()
+        # TOKEN= works where it is parsed (tokenhash: deprecated, warned);
+        # forgejo sends "TOKEN=<t>" as the token.
+        assert r.works == (generation != "forgejo"), (generation, r, r.log)
+        assert any("deprecated" in line for line in r.log) == (
+            generation == "tokenhash"), r.log
+        if generation == "forgejo":
+            assert "register: Failed to register runner: runner " \
+                "registration token not found" in r.log, r.log
+            assert r.status == "ExecStartPre exit 1", r
+    for generation, h in hosts(generations=GITEA_GENS):
         h.write("# made by hand\n  TOKEN=stale\n TOKEN = %s  \n" % REG)
         r = h.sim.boot()
         # EnvironmentFile: the last TOKEN wins, whitespace stripped. The
         # tokenhash sed needs "TOKEN=" right after the leading space: it
         # takes "stale".
-        assert r.works == (generation == "labels"), (generation, r, r.log)
+        assert r.works == (generation != "tokenhash"), (generation, r, r.log)
 
 
 @test
 def sim_missing_token_file_stops_the_unit():
     for generation, h in hosts():
-        h.write("TOKEN=%s\n" % REG)
+        h.token(REG)
         h.sim.boot()
         before = open(h.sim.runner_file).read()
         os.unlink(h.token_file)
@@ -791,20 +939,27 @@ def sim_missing_token_file_stops_the_unit():
         r = h.sim.boot()
         assert (r.unit_started, r.works, r.registered) == (False, False,
                                                           False), r
-        assert ("EnvironmentFile=" if generation == "labels"
-                else "LoadCredential=") in r.why, r.why
+        via = "EnvironmentFile=" if generation in ("labels", "envhash") \
+            else "LoadCredential="
+        assert via in r.why, r.why
+        assert r.status == ("resources" if via == "EnvironmentFile="
+                            else "243/CREDENTIALS"), r
         assert open(h.sim.runner_file).read() == before
         assert h.forge.status(1) == "offline"   # its daemon is not running
     for generation, h in hosts():
+        r = h.sim.boot()                         # never had one
+        # LoadCredential= is set up after the state directories.
+        assert os.path.isdir(h.sim.state_dir) == (generation in (
+            "tokenhash", "forgejo")), (generation, r)
         h.write(b"TOKEN=\xff\n")                 # systemd refuses the file
         r = h.sim.boot()
-        assert r.unit_started == (generation == "tokenhash"), r
+        assert r.unit_started == (generation in ("tokenhash", "forgejo")), r
 
 
 @test
 def sim_forge_down_keeps_or_loses_runner():
     for generation, h in hosts():
-        h.write("TOKEN=%s\n" % REG)
+        h.token(REG)
         h.sim.boot()
         h.forge.down()
         r = h.sim.boot()                     # nothing to re-register
@@ -818,40 +973,46 @@ def sim_forge_down_keeps_or_loses_runner():
         assert h.runner() is None
         h.forge.up()
         r = h.sim.boot()                     # .runner missing: registers
-        assert r.works and r.reasons == ["no .runner"], (r, r.reasons)
+        assert r.works and r.reasons[0] == "no .runner", (r, r.reasons)
+        # forgejo did not get to write .labels.sha256 while the forge was
+        # down: the labels still count as changed.
+        assert r.reasons[1:] == (["labels changed"] if generation == "forgejo"
+                                 else []), r.reasons
         assert h.runner()["id"] == 2
 
 
 @test
 def sim_wiped_forge_reuses_the_id():
     for generation, h in hosts():
-        h.write("TOKEN=%s\n" % REG)
+        h.token(REG)
         h.sim.boot()
         new = h.forge.wipe()
         other = h.forge.register(new, "someone-else")
         assert other["id"] == 1
         r = h.sim.boot()
         assert (r.works, r.registered) == (False, False), r
-        assert r.why.startswith("unregistered runner"), r.why
-        h.write("TOKEN=%s\n" % new)
+        assert r.why == "unregistered runner", r.why
+        h.token(new)
         r = h.sim.boot()
-        assert r.works == (generation == "tokenhash"), r   # hash changed
-        os.unlink(h.sim.runner_file)         # what the tool would do
-        r = h.sim.boot()
-        assert r.works and h.runner()["id"] in (2, 3), r
+        assert r.works == (generation in HASH_GENS), r   # hash changed
+        if not r.works:
+            os.unlink(h.sim.runner_file)     # what the tool would do
+            r = h.sim.boot()
+        assert r.works and h.runner()["id"] == 2, r
+        assert h.forge.record(1).name == "someone-else"
 
 
 @test
 def sim_daemon_puts_others_of_its_name_offline():
     for generation, h in hosts(flavour="gitea124"):
-        h.write("TOKEN=%s\n" % REG)
+        h.token(REG)
         h.sim.boot()
         stranger = h.forge.register(REG, "stranger")["id"]
         h.forge.set_status(stranger, "idle")
         h.sim.labels = ["native:host", "x:host"]
         r = h.sim.boot()
         assert r.works and h.runner()["id"] == 3, r
-        assert "ephemeral" in h.runner(), h.runner()
+        assert ("ephemeral" in h.runner()) == (generation != "forgejo")
         assert h.forge.status(1) == "offline" and h.forge.status(3) == "idle"
         assert h.forge.status(stranger) == "idle"
         assert h.forge.ghosts(current_id=3, name="hive") == [1]
@@ -860,15 +1021,372 @@ def sim_daemon_puts_others_of_its_name_offline():
 
 
 @test
-def sim_corrupt_runner_file():
+def sim_corrupt_or_misplaced_runner_file():
     for generation, h in hosts():
-        h.write("TOKEN=%s\n" % REG)
+        h.token(REG)
         h.sim.boot()
+        good = open(h.sim.runner_file).read()
         with open(h.sim.runner_file, "w") as fh:
             fh.write('{"id": 1, "uuid": ')     # truncated by a crash
         r = h.sim.boot()
         assert (r.works, r.registered, r.why) == (
             False, False, "failed to load registration file"), r
+        # The daemon calls the address in .runner, nothing else.
+        with open(h.sim.runner_file, "w") as fh:
+            fh.write(good.replace(h.forge.url, "http://10.0.0.1:3000"))
+        r = h.sim.boot()
+        assert not r.works and "cannot reach" in r.why, r
+        # The id is not what the daemon goes by: uuid and token are.
+        reg = json.loads(good)
+        with open(h.sim.runner_file, "w") as fh:
+            fh.write(runner_sim.runner_json(dict(reg, id=77)))
+        assert h.sim.boot().works
+        with open(h.sim.runner_file, "w") as fh:
+            fh.write(runner_sim.runner_json(dict(reg, token="0" * 40)))
+        r = h.sim.boot()
+        assert (r.works, r.why) == (False, "unregistered runner"), r
+
+
+@test
+def sim_state_directory_exists_twice_is_238():
+    for generation, h in hosts():
+        h.token(REG)
+        h.sim.boot()
+        # Someone makes a real directory where systemd keeps its symlink,
+        # while the private one exists: the unit fails, nothing runs.
+        link = os.path.join(h.root, "var/lib/forgejo-runner/hive"
+                            if generation == "forgejo"
+                            else "var/lib/gitea-runner")
+        os.unlink(link)
+        os.mkdir(link)
+        r = h.sim.boot()
+        assert (r.unit_started, r.status, r.works, r.registered) == (
+            False, "238/STATE_DIRECTORY", False, False), r
+        assert "File exists" in r.why, r.why
+        # A symlink to somewhere else is refused the same way.
+        os.rmdir(link)
+        os.symlink("/elsewhere", link)
+        assert h.sim.boot().status == "238/STATE_DIRECTORY"
+        os.unlink(link)
+        assert h.sim.boot().works          # the symlink made again
+    for generation, h in hosts():
+        # A pre-DynamicUser= directory and no private one: it moves.
+        inside = h.sim.instance_dir
+        real = os.path.join(h.root, inside[1:])
+        os.makedirs(real)
+        h.token(REG)
+        reg = h.forge.register(REG, "hive", ["native"])
+        reg["labels"] = ["native:host"]
+        with open(os.path.join(real, ".runner"), "w") as fh:
+            fh.write(runner_sim.runner_json(reg))
+        if generation == "forgejo":
+            with open(os.path.join(real, ".labels.sha256"), "wb") as fh:
+                fh.write(sha(b"native:host"))
+        else:
+            with open(os.path.join(real, ".labels"), "wb") as fh:
+                fh.write(b"native:host\n")
+        r = h.sim.boot()
+        assert r.works, (generation, r, r.log)
+        assert any("migrating" in line for line in r.log), r.log
+        assert os.path.islink(os.path.join(h.root, "var/lib/forgejo-runner/"
+                                           "hive" if generation == "forgejo"
+                                           else "var/lib/gitea-runner"))
+        # No .token-hash there: the hash generations re-registered.
+        assert r.registered == (generation in HASH_GENS), r.reasons
+        assert h.runner()["id"] == (2 if generation in HASH_GENS else 1)
+
+
+def needs_chown():
+    if not runner_sim.can_chown():
+        raise SkipTest("needs root")
+
+
+@test
+def sim_chown_unless_the_top_is_owned_already():
+    needs_chown()
+    for generation, h in hosts():
+        h.token(REG)
+        first = h.sim.boot()
+        uid = first.uid
+        # The host (root) puts in a root-owned instance directory and a
+        # root-owned 0600 .runner: systemd chowns a listed directory's
+        # tree only when its top is not owned by the dynamic user.
+        reg = h.forge.register(REG, "hive", ["native"])
+        reg["labels"] = ["native:host"]
+        os.chown(h.sim.state_dir, 0, 0)
+        os.unlink(h.sim.runner_file)
+        fd = os.open(h.sim.runner_file, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, runner_sim.runner_json(reg).encode())
+        os.close(fd)
+        r = h.sim.boot()
+        st = os.stat(h.sim.runner_file)
+        if generation in ("labels", "envhash"):
+            # Only gitea-runner/ is listed, and it is owned: hive/ stays
+            # root's. The script sees .runner and the labels, nothing to
+            # do; the daemon cannot read .runner.
+            assert (st.st_uid, os.stat(h.sim.state_dir).st_uid) == (0, 0)
+            assert (r.works, r.registered, r.why) == (
+                False, False, "failed to load registration file: open "
+                ".runner: permission denied"), (generation, r, r.log)
+            # Made 0700 as well: the daemon cannot even look in.
+            os.chmod(h.sim.state_dir, 0o700)
+            r = h.sim.boot()
+            assert not r.works and r.registered, (generation, r, r.log)
+            assert any("Permission denied" in line for line in r.log), r.log
+            assert os.stat(h.sim.runner_file).st_uid == 0
+        else:
+            # The instance directory is listed itself: chowned with its
+            # content, so the daemon reads the host's .runner.
+            assert (st.st_uid, st.st_gid) == (uid, uid), st
+            assert stat.S_IMODE(os.stat(h.sim.state_dir).st_mode) == 0o755
+            assert r.works and not r.registered, (generation, r, r.log)
+            assert h.runner()["id"] == reg["id"]
+    # The uid that owns the state directory is kept.
+    for generation, h in hosts(generations=("labels", "forgejo")):
+        h.token(REG)
+        top = os.path.join(h.root, "var/lib/private",
+                           h.sim.state_directories[0])
+        os.makedirs(top)
+        os.chown(top, 62000, 62000)
+        r = h.sim.boot()
+        assert r.works and r.uid == 62000, r
+        assert os.stat(h.sim.runner_file).st_uid == 62000
+
+
+@test
+def sim_without_exec_start_pre_only_the_daemon_runs():
+    for generation, h in hosts(exec_start_pre=False):
+        h.write(token_text(generation, "placeholder"))
+        r = h.sim.boot()
+        # Nobody registers; for labels/envhash nobody even makes hive/.
+        assert (r.works, r.registered, r.why) == (
+            False, False, "registration file not found"), r
+        assert os.path.isdir(h.sim.state_dir) == (
+            generation in ("tokenhash", "forgejo")), generation
+        assert h.forge.runners == {} and r.reasons == []
+        # The host writes a .runner (labels in full form) where the
+        # daemon looks, readable by it: the daemon declares, it works.
+        reg = h.forge.register(REG, "hive", [], version="hcp")
+        reg["labels"] = ["native:host", "big:docker://node"]
+        os.makedirs(h.sim.state_dir, exist_ok=True)
+        with open(h.sim.runner_file, "w") as fh:
+            fh.write(runner_sim.runner_json(reg))
+        os.chmod(h.sim.runner_file, 0o644)
+        if runner_sim.can_chown():
+            os.chown(h.sim.state_dir, r.uid, r.uid)
+        for _ in range(2):
+            r = h.sim.boot()
+            assert (r.works, r.registered) == (True, False), (r, r.log)
+        record = h.forge.record(reg["id"])
+        assert (record.labels, record.status) == (["native", "big"],
+                                                  "idle"), record
+        assert not os.path.exists(h.sim.labels_file)
+        # Labels changed in the module: nothing re-registers.
+        h.sim.labels = ["other:host"]
+        assert h.sim.boot().works
+        # The token file still matters to systemd.
+        os.unlink(h.token_file)
+        r = h.sim.boot()
+        assert (r.unit_started, r.works) == (False, False), r
+        h.write(token_text(generation, "placeholder"))
+        # The forge forgets the runner: the daemon fails, nothing else.
+        request(h.forge, V1 + LA + str(reg["id"]), method="DELETE")
+        r = h.sim.boot()
+        assert (r.works, r.why, r.registered) == (
+            False, "unregistered runner", False), r
+        assert os.path.exists(h.sim.runner_file)
+
+
+@test
+def sim_forgejo_names_unit_and_directory_after_the_runner():
+    with tempfile.TemporaryDirectory() as d:
+        h = Host(d, generation="forgejo")
+        h.sim.name = "ci-1/a"
+        assert runner_sim.escape_systemd_path("ci-1/a") == "ci\\x2d1-a"
+        assert h.sim.unit == "forgejo-runner@ci\\x2d1-a"
+        assert h.sim.runner_inside == \
+            "/var/lib/forgejo-runner/ci\\x2d1-a/.runner"
+        assert h.sim.user == "forgejo-runner-ci\\x2d1-a"
+        h.token(REG)
+        r = h.sim.boot()
+        assert r.works and h.forge.record(1).name == "ci-1/a", r
+        h.forge.stop()
+    with tempfile.TemporaryDirectory() as d:
+        h = Host(d, generation="tokenhash")
+        h.sim.instance, h.sim.name = "second", "other"
+        assert h.sim.unit == "gitea-runner-second"
+        assert h.sim.runner_inside == "/var/lib/gitea-runner/second/.runner"
+        h.token(REG)
+        assert h.sim.boot().works and h.forge.record(1).name == "other"
+        h.forge.stop()
+
+
+KIT = os.path.join(os.path.dirname(HERE), "..", "shared", "nix-eval")
+STUB_REGISTER = r'''#!/bin/sh
+# register --no-interactive ... (--token T | --token-file F) ...: accepted
+# when the token is the forge's ($ACCEPT); writes .runner in the cwd.
+[ "$1" = register ] || exit 2
+token= ; file=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --token) token=$2; shift ;;
+    --token-file) token=$(cat "$2" | tr -d ' \t\r\n') ;;
+  esac
+  shift
+done
+printf 'register\n' >> "$REGLOG"
+if [ -n "$token" ] && [ "$token" = "$(cat "$ACCEPT")" ]; then
+  printf '{}\n' > .runner
+  exit 0
+fi
+exit 1
+'''
+
+
+def real_script(generation):
+    """The generation's ExecStartPre as the kit prints it (None if the kit
+    or nix-instantiate is missing)."""
+    if not os.path.exists(os.path.join(KIT, "eval.sh")):
+        raise SkipTest("../shared/nix-eval not found")
+    if not shutil.which("nix-instantiate"):
+        raise SkipTest("nix-instantiate not installed")
+    p = subprocess.run([os.path.join(KIT, "eval.sh"), os.path.dirname(HERE),
+                        "runner-script", "--runner-module", generation],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def _with_labels(script, labels):
+    """The script the module writes for other labels: escapeShellArg of
+    the labels joined by newlines (echo | sort) and by commas (--labels)."""
+    def quote(text):
+        return text if re.match(r"[\w,./:=@%+-]+\Z", text) else \
+            "'" + text.replace("'", "'\\''") + "'"
+    for old, new in (("echo native:host | sort",
+                      "echo %s | sort" % quote("\n".join(labels))),
+                     ("--labels native:host",
+                      "--labels %s" % quote(",".join(labels)))):
+        assert script.count(old) == 1, (old, script)
+        script = script.replace(old, new)
+    return script
+
+
+@test
+def sim_scripts_agree_with_the_real_ones_under_bash():
+    """Each generation's emulated ExecStartPre against the kit's text run
+    by bash (a stub register), step by step: same register calls and
+    outcomes, same bookkeeping bytes, same .runner presence, same
+    status."""
+    steps = [  # (token file, labels, reset the token first)
+        ("fmt", ["native:host"], False),
+        ("fmt", ["native:host"], False),
+        ("noeol", ["native:host"], False),
+        ("env", ["native:host"], False),
+        ("raw", ["native:host"], False),
+        ("fmt", ["native:host", "big:host"], False),
+        ("fmt", ["native:host", "big:host"], True),
+        ("placeholder", ["native:host", "big:host"], False),
+        ("placeholder", ["native:host"], False),
+        ("placeholder", ["native:host"], False),
+        ("fmt", ["native:host"], False),
+        ("hand", ["native:host"], False),
+        ("empty", ["native:host"], False),
+        ("fmt", ["native:host"], False),
+        # Each form once where a registration is due (labels changed).
+        ("env", ["native:host", "a:host"], False),
+        ("raw", ["native:host", "b:host"], False),
+        ("hand", ["native:host", "c:host"], False),
+        ("noeol", ["native:host", "d:host"], False),
+        ("empty", ["native:host", "e:host"], False),
+        ("fmt", ["native:host"], False),
+    ]
+    for generation in runner_sim.GENERATIONS:
+        base = real_script(generation)
+        with tempfile.TemporaryDirectory() as d:
+            os.chmod(d, 0o755)
+            h = Host(d, generation=generation)
+            real = os.path.join(d, "real")
+            state = os.path.join(real, "state")     # $STATE_DIRECTORY
+            instance = os.path.join(state, "hive") \
+                if generation != "forgejo" else state
+            cred = os.path.join(real, "cred")
+            runtime = os.path.join(real, "run")
+            for path in (instance, cred, runtime):
+                os.makedirs(path)
+            stub = os.path.join(real, "register-stub")
+            with open(stub, "w") as fh:
+                fh.write(STUB_REGISTER)
+            os.chmod(stub, 0o755)
+            accept = os.path.join(real, "accept")
+            reglog = os.path.join(real, "reglog")
+            try:
+                for i, (form, labels, reset) in enumerate(steps):
+                    if reset:
+                        h.forge.reset_token()
+                    token = h.forge.reg_token
+                    data = {"fmt": token_text(generation, token),
+                            "env": "TOKEN=%s\n" % token,
+                            "raw": token + "\n",
+                            "noeol": token_text(generation,
+                                                token).rstrip("\n"),
+                            "placeholder": token_text(generation,
+                                                      "placeholder"),
+                            "hand": "# by hand\n TOKEN=%s\n" % token,
+                            "empty": ""}[form].encode()
+                    what = (generation, i, form, labels)
+                    # The emulation.
+                    h.write(data)
+                    h.sim.labels = list(labels)
+                    sim = h.sim.boot()
+                    # The real script, bash, the unit's environment.
+                    with open(accept, "w") as fh:
+                        fh.write(token)
+                    open(reglog, "w").close()
+                    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                           "LC_ALL": "C", "STATE_DIRECTORY": state,
+                           "ACCEPT": accept, "REGLOG": reglog,
+                           "RUNTIME_DIRECTORY": runtime,
+                           "CREDENTIALS_DIRECTORY": cred}
+                    name = "TOKEN" if generation == "forgejo" else "token"
+                    with open(os.path.join(cred, name), "wb") as fh:
+                        fh.write(data)
+                    if generation in ("labels", "envhash"):
+                        parsed = runner_sim.parse_environment_file(data)
+                        env.update(parsed)
+                    if generation == "tokenhash":
+                        env.update(INSTANCE_DIR=instance,
+                                   TOKEN_HASH_FILE=instance + "/.token-hash",
+                                   LABELS_FILE=instance + "/.labels")
+                    script = re.sub(
+                        r"/nix/store/[a-z0-9]+-(act_runner|forgejo-runner)"
+                        r"/bin/(act_runner|forgejo-runner)", stub,
+                        _with_labels(base, labels))
+                    flags = ["-euo", "pipefail"] \
+                        if generation == "forgejo" else []
+                    p = subprocess.run(["bash"] + flags + ["-c", script],
+                                       cwd=instance, env=env,
+                                       capture_output=True, timeout=30)
+                    registered = os.path.getsize(reglog) > 0
+                    assert sim.registered == registered, (what, sim,
+                                                          p.stderr)
+                    if registered:
+                        ok = os.path.exists(os.path.join(instance,
+                                                         ".runner"))
+                        assert sim.register_ok == ok, (what, sim, p.stderr)
+                    sim_status = 0 if sim.status in ("ok", "exit 1") else \
+                        int(sim.status.rsplit(" ", 1)[1])
+                    assert (sim_status == 0) == (p.returncode == 0), (
+                        what, sim, p.returncode, p.stderr)
+                    for f in (".labels", ".token-hash", ".labels.sha256"):
+                        mine = h.read(os.path.join(h.sim.state_dir, f))
+                        theirs = h.read(os.path.join(instance, f))
+                        assert mine == theirs, (what, f, mine, theirs)
+                    assert os.path.exists(h.sim.runner_file) == \
+                        os.path.exists(os.path.join(instance, ".runner")), \
+                        what
+            finally:
+                h.forge.stop()
 
 
 @test
@@ -936,6 +1454,352 @@ def in_root_resolves_symlinks_inside_the_root():
         else:
             raise AssertionError("followed a loop forever")
         assert runner_sim.in_root(d, "/loop", follow_last=False) == loop
+
+
+# -- the runners' own protocol ------------------------------------------------
+
+RS = "/api/actions/runner.v1.RunnerService/"
+PROTO_TYPE = "application/json"
+CONNECT_FORGES = {"forgejo11", "forgejo15", "forgejo16", "future", "v7",
+                  "f15"}                      # FORGE-API.md: Forgejo 11+
+EPHEMERAL_FORGES = {"forgejo15", "forgejo16", "gitea124", "gitea126",
+                    "future", "f15"}
+
+
+def proto(f, method, message=None, runner=None, body=None,
+          content_type="application/json", headers=None, verb="POST",
+          token=None):
+    """(status, lower-case headers, body) of one runner-protocol call;
+    `runner` is a dict with uuid and token for the x-runner-* headers."""
+    hdrs = {}
+    if content_type is not None:
+        hdrs["Content-Type"] = content_type
+    if runner is not None:
+        hdrs["x-runner-uuid"] = runner["uuid"]
+        hdrs["x-runner-token"] = runner["token"]
+    hdrs.update(headers or {})
+    if body is None and message is not None:
+        body = json.dumps(message).encode()
+    return request(f, RS + method, token=token, method=verb, headers=hdrs,
+                   body=body)
+
+
+def check_proto(got, want_status, want=None):
+    """The answer is connect-go's JSON: application/json, compact, and (for
+    an error) exactly {"code","message"}."""
+    status, headers, body = got
+    assert status == want_status, (status, body)
+    assert headers["content-type"] == PROTO_TYPE, headers
+    value = json.loads(body)
+    assert body == json.dumps(value, separators=(",", ":")).encode() + \
+        b"\n", body
+    for key, item in (want or {}).items():
+        assert value.get(key) == item, (key, value)
+    if status != 200:
+        assert set(value) == {"code", "message"}, value
+    return value
+
+
+def check_refused(f, got, code, message):
+    """A refusal per family: Forgejo 11+ its code; Gitea and Forgejo 7-10
+    500 "unknown" (a gRPC status in the text for unauthenticated)."""
+    if f.flavour in CONNECT_FORGES:
+        status = {"invalid_argument": 400, "unauthenticated": 401}[code]
+        return check_proto(got, status, {"code": code, "message": message})
+    if code == "unauthenticated":
+        message = "rpc error: code = Unauthenticated desc = " + message
+    return check_proto(got, 500, {"code": "unknown", "message": message})
+
+
+@test
+def proto_register_on_every_flavour():
+    for flavour in sorted(set(forge.FLAVOURS) | set(forge.ALIASES)):
+        with make(flavour=flavour, runners={3: "legacy"}) as f:
+            msg = {"name": "hive", "token": REG, "version": "hcp/1",
+                   "labels": ["hive-ci", "big"], "ephemeral": True}
+            got = check_proto(proto(f, "Register", msg), 200)
+            assert list(got) == ["runner"], got
+            runner = got["runner"]
+            assert runner["id"] == "4", runner         # a JSON string
+            ephemeral = flavour in EPHEMERAL_FORGES
+            keys = ["id", "uuid", "token", "name", "version", "labels"] + \
+                (["ephemeral"] if ephemeral else [])
+            assert list(runner) == keys, (flavour, runner)
+            assert runner.get("ephemeral", False) is ephemeral
+            assert (runner["name"], runner["version"], runner["labels"]) \
+                == ("hive", "hcp/1", ["hive-ci", "big"]), runner
+            assert len(runner["token"]) == 40 and \
+                int(runner["token"], 16) >= 0, runner
+            record = f.record(4)
+            assert (record.uuid, record.token, record.name, record.labels,
+                    record.version, record.status, record.ephemeral) == (
+                runner["uuid"], runner["token"], "hive", ["hive-ci", "big"],
+                "hcp/1", "offline", ephemeral), record
+            # Reusable: the same token registers again, the routes still
+            # hand it out, and a name that exists gets a new record.
+            again = check_proto(proto(f, "Register", {"name": "hive",
+                                                      "token": REG}), 200)
+            assert again["runner"]["id"] == "5", again
+            assert again["runner"]["uuid"] != runner["uuid"]
+            # Empty fields are left out: no version, labels, ephemeral.
+            assert list(again["runner"]) == ["id", "uuid", "token", "name"]
+            assert f.reg_token == REG and f.record(5).labels == []
+            # What register() makes, from the same numbering.
+            assert f.register(REG, "hive")["id"] == 6
+            # Recorded with its body; no admin auth was asked for.
+            first = f.requests[0]
+            assert (first["method"], first["path"], first["status"]) == (
+                "POST", RS + "Register", 200), first
+            assert json.loads(first["body"]) == msg, first
+            assert "authorization" not in first["headers"], first
+
+
+@test
+def proto_register_refusals_per_flavour():
+    for flavour in sorted(forge.FLAVOURS):
+        with make(flavour=flavour) as f:
+            new = f.reset_token()
+            for msg, message in (
+                    ({"name": "hive", "token": "bad"},
+                     "runner registration token not found"),
+                    ({"name": "hive", "token": "placeholder"},
+                     "runner registration token not found"),
+                    ({"name": "hive", "token": REG},
+                     "runner registration token has been invalidated, "
+                     "please use the latest one"),
+                    ({"name": "hive"}, "missing runner token, name"),
+                    ({"name": "", "token": new},
+                     "missing runner token, name")):
+                check_refused(f, proto(f, "Register", msg),
+                              "invalid_argument", message)
+            assert f.runners == {}, f.runners
+            # The admin token is no registration token.
+            check_refused(f, proto(f, "Register", {"name": "h",
+                                                   "token": ADMIN}),
+                          "invalid_argument",
+                          "runner registration token not found")
+            check_proto(proto(f, "Register", {"name": "h", "token": new}),
+                        200, {})
+            # A wiped forge has never seen the old tokens.
+            f.wipe()
+            check_refused(f, proto(f, "Register", {"name": "h",
+                                                   "token": new}),
+                          "invalid_argument",
+                          "runner registration token not found")
+
+
+@test
+def proto_declare_sets_labels_and_version():
+    for flavour in sorted(forge.FLAVOURS):
+        with make(flavour=flavour, runners={1: "by-hand"}) as f:
+            reg = f.register(REG, "hive", ["native:host"], version="v0")
+            got = check_proto(proto(f, "Declare", {
+                "version": "v12", "labels": ["native", "big"]}, runner=reg),
+                200)
+            runner = got["runner"]
+            assert list(got) == ["runner"], got
+            assert runner == {"id": "2", "uuid": reg["uuid"],
+                              "token": reg["token"], "name": "hive",
+                              "version": "v12", "labels": ["native", "big"]}, \
+                runner
+            record = f.record(2)
+            assert (record.labels, record.version, record.status) == (
+                ["native", "big"], "v12", "idle"), record
+            if f.family == "gitea" and flavour != "gitea122":
+                obj = check_json(*request(f, V1 + LA + "2"), 200, {})
+                assert [x["name"] for x in obj["labels"]] == ["native",
+                                                              "big"], obj
+                assert obj["status"] == "online", obj
+            # An empty Declare clears them, as the forge's update does.
+            check_proto(proto(f, "Declare", {}, runner=reg), 200)
+            assert (f.record(2).labels, f.record(2).version) == ([], "")
+            for who in (dict(reg, token="0" * 40), dict(reg, uuid="nope"),
+                        {"uuid": "by-hand", "token": ""},
+                        {"uuid": "", "token": reg["token"]}, None):
+                check_refused(f, proto(f, "Declare", {"labels": ["x"]},
+                                       runner=who),
+                              "unauthenticated", "unregistered runner")
+            assert f.record(2).labels == [], f.record(2)
+            # The state-level declare() the emulated daemon uses.
+            f.set_status(2, "offline")
+            assert f.declare(reg["uuid"], reg["token"], ["a"], "v1") is \
+                f.record(2) and f.status(2) == "idle"
+            for uuid, token in ((reg["uuid"], "x"), ("nope", reg["token"]),
+                                ("by-hand", None)):
+                try:
+                    f.declare(uuid, token)
+                except forge.DeclareError as e:
+                    assert str(e) == "unregistered runner", e
+                else:
+                    raise AssertionError("declared %r" % uuid)
+            f.down()
+            try:
+                f.declare(reg["uuid"], reg["token"])
+            except forge.DeclareError as e:
+                assert str(e) == "forge down", e
+            else:
+                raise AssertionError("declared with the forge down")
+            f.up()
+            assert f.record(2).labels == ["a"]
+
+
+@test
+def proto_fetch_task_and_the_other_methods():
+    for flavour in ("forgejo15", "gitea124"):
+        with make(flavour=flavour) as f:
+            reg = f.register(REG, "hive")
+            for method in ("FetchTask", "UpdateTask", "UpdateLog"):
+                check_proto(proto(f, method, {}, runner=reg), 200)
+                check_refused(f, proto(f, method, {}), "unauthenticated",
+                              "unregistered runner")
+            assert f.status(reg["id"]) == "idle"   # they count as online
+            check_proto(proto(f, "FetchTask", {"tasksVersion": "3"},
+                              runner=reg), 200)
+            got = request(f, "/api/actions/ping.v1.PingService/Ping",
+                          token=None, method="POST", body=b'{"data":"x"}',
+                          headers={"Content-Type": "application/json"})
+            check_proto(got, 200, {"data": "Hello, x!"})
+            fetched = [r for r in f.requests
+                       if r["path"] == RS + "FetchTask"]
+            assert len(fetched) == 3, f.requests
+            refused = 401 if flavour in CONNECT_FORGES else 500
+            assert [r["status"] for r in fetched] == [200, refused, 200], \
+                fetched
+
+
+@test
+def proto_transport_checks_in_connect_gos_order():
+    with make(flavour="forgejo15") as f:
+        good = {"name": "hive", "token": REG}
+        for verb in ("GET", "PUT", "DELETE"):
+            status, headers, body = proto(f, "Register", good, verb=verb)
+            assert (status, body, headers.get("allow")) == (405, b"",
+                                                            "POST"), status
+        status, _, _ = proto(f, "Nope", good, verb="GET")
+        assert status == 405, status
+        for path in (RS + "Nope", RS, "/api/actions/x.v1.X/Register",
+                     "/api/actions/", "/api/actions/runner.v1.RunnerService"):
+            check_plain_404(*request(f, path, token=None, method="POST",
+                                     body=b"{}", headers={
+                                         "Content-Type": PROTO_TYPE}))
+        for ctype in (None, "text/plain", "application/proto",
+                      "application/json; charset=latin1",
+                      "application/json; x=y", "application/jsonx"):
+            status, headers, body = proto(f, "Register", good,
+                                          content_type=ctype)
+            assert (status, body) == (415, b""), (ctype, status, body)
+            assert "application/json" in headers["accept-post"], headers
+        for ctype in ("application/json; charset=utf-8",
+                      "Application/JSON", "application/json;charset=UTF-8"):
+            check_proto(proto(f, "Register", good, content_type=ctype), 200)
+        check_proto(proto(f, "Register", good, headers={
+            "Connect-Protocol-Version": "1"}), 200)
+        for version in ("2", "", "1.0"):
+            got = check_proto(proto(f, "Register", good, headers={
+                "Connect-Protocol-Version": version}), 400,
+                {"code": "invalid_argument"})
+            assert "Connect-Protocol-Version" in got["message"], got
+        for body in (b"", b"[]", b"null", b"{", b'{"name":1}',
+                     b'{"labels":"a"}', b'{"labels":[1]}',
+                     b'{"ephemeral":"yes"}', b'{"name":"a","name":"b"}',
+                     b'{"name":"a","token":"b","agent_labels":[],'
+                     b'"agentLabels":[]}', b"\xff"):
+            got = check_proto(proto(f, "Register", body=body), 400,
+                              {"code": "invalid_argument"})
+            assert got["message"].startswith(
+                "unmarshal into *runnerv1.RegisterRequest: "), got
+        # Unknown fields and nulls are ignored; proto names work too.
+        check_proto(proto(f, "Register", dict(good, extra=1, labels=None,
+                                              agent_labels=["x"])), 200)
+        # The admin auth does not run there: a bad admin token changes
+        # nothing, and none is needed.
+        check_proto(proto(f, "Register", good, token="not-the-admin"), 200)
+        assert len(f.runners) == 6, f.runners
+    with make(flavour="gitea124", actions=False) as f:
+        check_plain_404(*proto(f, "Register", {"name": "h", "token": REG}))
+        check_plain_404(*proto(f, "Register", {}, verb="GET"))
+        assert f.runners == {}
+
+
+@test
+def proto_scripted_kinds():
+    with make(flavour="forgejo15") as f:
+        reg = f.register(REG, "hive")
+        f.script("proto-register", {"status": 503, "body": {"code": "x",
+                                                           "message": "y"}})
+        f.script("declare", {"status": 200, "body": b"not json"})
+        f.script("fetch-task", {"mode": "close"})
+        f.script("proto", {"status": 418})
+        # Refused before the script: not POST, not JSON.
+        assert proto(f, "Register", {}, verb="GET")[0] == 405
+        assert proto(f, "Register", {}, content_type="text/plain")[0] == 415
+        status, headers, body = proto(f, "Register", {"name": "h",
+                                                      "token": REG})
+        assert (status, headers["content-type"], json.loads(body)) == (
+            503, PROTO_TYPE, {"code": "x", "message": "y"}), (status, body)
+        assert len(f.runners) == 1         # the script answered, no record
+        status, _, body = proto(f, "Declare", {}, runner=reg)
+        assert (status, body) == (200, b"not json"), (status, body)
+        try:
+            proto(f, "FetchTask", {}, runner=reg)
+        except (http.client.HTTPException, OSError):
+            pass
+        else:
+            raise AssertionError("the scripted close answered")
+        assert proto(f, "UpdateLog", {}, runner=reg)[0] == 418
+        # Used up: the normal answers again.
+        check_proto(proto(f, "Register", {"name": "h", "token": REG}), 200)
+        check_proto(proto(f, "Declare", {}, runner=reg), 200)
+        # "register" is still Forgejo 15's admin POST, not the protocol's.
+        f.script("register", {"status": 500})
+        check_proto(proto(f, "Register", {"name": "h", "token": REG}), 200)
+        assert request(f, V1 + LIST, method="POST",
+                       body=b'{"name":"x"}')[0] == 500
+
+
+@test
+def requests_record_their_body():
+    with make(flavour="forgejo15") as f:
+        request(f, V1 + LIST, method="POST", body=b'{"name":"x"}')
+        request(f, V1 + TA)
+        s = socket.create_connection(("127.0.0.1", f.port), timeout=3)
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                  b"chunked\r\n\r\n0\r\n\r\n" % (RS + "Register").encode())
+        s.recv(65536)
+        s.close()
+        bodies = [r["body"] for r in f.requests]
+        assert bodies == [b'{"name":"x"}', b"", None], bodies
+
+
+@test
+def harness_checks_where_the_admin_token_goes():
+    import harness
+    with make(flavour="forgejo15", admin_token=harness.ADMIN) as f:
+        request(f, V1 + TA, token=harness.ADMIN)
+        proto(f, "Register", {"name": "h", "token": REG})
+        harness.assert_auth_header_only(f)          # as it should be
+        for bad in (
+                lambda: request(f, V1 + TA, token=None),
+                lambda: request(f, V1 + LIST, token=harness.ADMIN,
+                                method="POST", body=json.dumps(
+                                    {"name": harness.ADMIN}).encode()),
+                lambda: proto(f, "Register", {"name": "h", "token": REG},
+                              token=harness.ADMIN),
+                lambda: proto(f, "Register", {"name": "h",
+                                              "token": harness.ADMIN}),
+                lambda: proto(f, "Declare", {}, headers={
+                    "x-runner-token": harness.ADMIN}),
+                lambda: request(f, RS + "Register?t=" + harness.ADMIN,
+                                token=None, method="POST", body=b"{}")):
+            mark = len(f.requests)
+            bad()
+            try:
+                harness.assert_auth_header_only(f)
+            except AssertionError:
+                pass
+            else:
+                raise AssertionError("not caught: %r" % f.requests[mark])
+            del f.requests[mark:]
 
 
 # -- auth ---------------------------------------------------------------------
@@ -1379,12 +2243,15 @@ def cli():
 def main(argv):
     selected = [t for t in TESTS
                 if not argv[1:] or any(a in t.__name__ for a in argv[1:])]
-    passed = failed = 0
+    passed = failed = skipped = 0
     t_all = time.monotonic()
     for t in selected:
         t0 = time.monotonic()
         try:
             t()
+        except SkipTest as e:
+            skipped += 1
+            print("skip %s: %s" % (t.__name__, e))
         except Exception as e:  # noqa: BLE001 - report every kind of failure
             failed += 1
             print("FAIL %s: %s: %s" % (t.__name__, type(e).__name__, e))
@@ -1392,8 +2259,9 @@ def main(argv):
             passed += 1
             if os.environ.get("FORGE_DEBUG") == "1":
                 print("ok   %s (%.2fs)" % (t.__name__, time.monotonic() - t0))
-    print("%d passed, %d failed (%.1fs)" % (passed, failed,
-                                            time.monotonic() - t_all))
+    print("%d passed, %d failed%s (%.1fs)" % (
+        passed, failed, ", %d skipped" % skipped if skipped else "",
+        time.monotonic() - t_all))
     return 1 if failed else 0
 
 
