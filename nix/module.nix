@@ -6,6 +6,9 @@
 # registration = "host" the tool registers the runner itself, writes .runner
 # into the container, and the file holds only a placeholder. TOKEN=<value>
 # or the raw value, see tokenFormat.
+#
+# services.hyperhive.ci (./hive-ci.nix, imported below) declares the
+# container and its runner and sets all of this from one switch.
 {
   config,
   options,
@@ -229,6 +232,8 @@ let
   };
 in
 {
+  imports = [ ./hive-ci.nix ];
+
   options.services.hive-ci-prefetch = {
     enable = lib.mkEnableOption "the CI runner registration check and token fetch before its container starts";
 

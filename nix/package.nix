@@ -39,6 +39,7 @@ stdenv.mkDerivation {
           "sh"
         ] ../tests)
         ../tests/sleep_overshoot.c # LD_PRELOAD shim built by make check
+        ../nix/admin-token.sh # run by tests/test_admin_token.py
         (withExt [ "c" ] ../tests/unit)
         (withExt [ "c" ] ../tests/fuzz)
         ../tests/fuzz/corpus
