@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A fake Forgejo or Gitea forge for the hive-ci-prefetch tests.
 
-It serves the admin API routes of runners, and answers them the way a real
-Forgejo or Gitea does (see FORGE-API.md): auth runs before routing, a
+It serves the admin API routes of runners and the runners' own protocol
+(Register, Declare, ...), and answers them the way a real Forgejo or Gitea
+does (see FORGE-API.md): auth runs before routing, a
 missing route is a plain-text 404 while a missing runner is a JSON 404, a
 route that exists only for another method is a 405, and JSON bodies are
 compact with a trailing newline, as Go's encoder writes them. It also keeps
@@ -22,15 +23,17 @@ Used as a module::
         assert f.requests[0]["path"] == "/api/v1/admin/actions/runners/1"
 
 Forge(flavour, admin_token, nonadmin_token, reg_token, runners, unix_socket,
-tls, port, scopeless_token, log_path, host); start(delay=0) -> self; stop();
-script(kind, *responses); and, to look at:
+tls, port, scopeless_token, log_path, host, actions=True); start(delay=0) ->
+self; stop(); script(kind, *responses); and, to look at:
 
     url          "http://127.0.0.1:PORT", "https://..." with tls, or
                  "http://forge.invalid" on a Unix socket
     port         the TCP port (known right after start(), even delayed)
     requests     one dict per request: method, path, query (the raw query
                  string), headers (lower-case names; repeats joined by ", "),
-                 conn (connection serial, from 1), status (None if unanswered)
+                 body (bytes, b"" without one; None if it could not be read:
+                 chunked, over 1 MiB or cut short), conn (connection serial,
+                 from 1), status (None if unanswered)
     connections  connections accepted so far
     runners      id -> record; live, tests may change it at any time. A
                  record is a uuid (str), a dict of fields overriding the
@@ -42,18 +45,30 @@ script(kind, *responses); and, to look at:
 State, for tests that play the runner's side (thread-safe; works whether
 or not the forge is serving, except where said):
 
-    register(token, name, labels=(), address=None, ephemeral=False) -> dict
+    register(token, name, labels=(), address=None, ephemeral=False,
+             version=None) -> dict
         what `act_runner register` / `forgejo-runner register` does: a new
-        record with the next id, a fresh uuid and a fresh runner secret,
-        even under a name that exists; returns the `.runner` content (WARNING,
-        id, uuid, name, token, address, labels; Gitea flavours add
-        ephemeral). Raises RegisterError if the forge is down or `token` is
-        not the current registration token. The record starts "offline".
+        record with the next id, a fresh uuid and a fresh runner secret (40
+        hex), even under a name that exists; returns the `.runner` content
+        (WARNING, id, uuid, name, token, address, labels; Gitea flavours
+        add ephemeral). The record gets `labels` as given (a runner sends
+        the names) and `version` (None: "v0.2.11" on Gitea, "v11.1.1" on
+        Forgejo). Raises RegisterError if the forge is down or `token` is
+        not the current registration token ("placeholder" never is); the
+        message is the forge's ("... not found", or "... has been
+        invalidated ..." for a token an admin reset). The record starts
+        "offline". The protocol's Register makes records the same way.
+    declare(uuid, token, labels=(), version="") -> Runner
+        what the daemon's Declare does: the record with this uuid and
+        runner secret gets the labels and version and shows online
+        ("idle"). Raises DeclareError("forge down") or
+        DeclareError("unregistered runner").
     runner_works(runner) -> (bool, reason)
         the daemon's check of a `.runner` dict: the forge is up and holds a
         record with that id whose uuid and runner secret match. Reasons:
         "ok", "forge down", "unregistered runner (...)", "bad .runner (...)".
-    reset_token() -> str     an admin resets the registration token
+    reset_token() -> str     an admin resets the registration token (the
+                 old one is now "invalidated")
     wipe() -> str            every runner gone, ids from 1 again, new token
     record(id) -> Runner or None   the record, as a Runner (a plain uuid or
                  dict entry is converted in place)
@@ -108,11 +123,65 @@ description, ephemeral; Gitea 1.24+ id, name, status (online/offline),
 busy, ephemeral, labels [{id,name,type}], and on gitea126 disabled; no uuid
 (the record keeps one for runner_works). Dict overrides are applied last.
 
+The runners' own protocol (FORGE-API.md, "Registering a runner from the
+host"), on every flavour unless actions=False (then its paths are the
+plain-text 404): connect-go's unary JSON, POST
+/api/actions/runner.v1.RunnerService/<Method> (and ping.v1.PingService/Ping,
+which answers {"data":"Hello, <data>!"}). It is not under /api/v1 and the
+admin auth does not run there: an Authorization header is neither needed
+nor looked at. In connect-go's order:
+
+    not POST                       405, Allow: POST, no body (any path of
+                                   the two services)
+    unknown method or service      the plain-text 404
+    Content-Type not JSON          415, no body, an Accept-Post header
+                                   ("application/json" in any case, with at
+                                   most charset=utf-8, is JSON)
+    Connect-Protocol-Version not 1 400 invalid_argument (absent is fine)
+    body not a message             400 invalid_argument "unmarshal into
+                                   *runnerv1.XRequest: ..." (empty, not an
+                                   object, a field of the wrong type, a
+                                   duplicate field; unknown fields and nulls
+                                   are ignored; JSON or proto field names)
+
+Answers are compact JSON with Content-Type: application/json; errors are
+{"code","message"}. Messages, protojson style (int64 as a JSON string,
+empty strings, lists and false left out):
+
+    Register {"name","token","version","labels":[names],"ephemeral"}
+        no runner credentials needed. A new record exactly as register()
+        makes it (labels = the names given, version as sent; ephemeral
+        only where the forge honours it: gitea124, gitea126, forgejo15,
+        forgejo16, future) -> 200 {"runner":{"id":"42","uuid","token",
+        "name","version","labels"[, "ephemeral":true]}}. The registration
+        token stays valid. A bad, reset or placeholder token, or an empty
+        token or name: Forgejo 11+ (forgejo11, forgejo15, forgejo16,
+        future) 400 {"code":"invalid_argument","message":"runner
+        registration token not found"} ("... has been invalidated, please
+        use the latest one", "missing runner token, name"); Gitea and
+        design (a Forgejo 7 to 10) 500 {"code":"unknown","message":...}.
+    Declare {"version","labels":[names]}, FetchTask {"tasksVersion"},
+    UpdateTask, UpdateLog
+        need the headers x-runner-uuid and x-runner-token of a record a
+        runner registered; otherwise (missing headers too) Forgejo 11+ 401
+        {"code":"unauthenticated","message":"unregistered runner"}, the
+        others 500 {"code":"unknown","message":"rpc error: code =
+        Unauthenticated desc = unregistered runner"}. Known credentials put
+        the runner online ("idle"). Declare sets the record's labels and
+        version (declare()) -> 200 {"runner":{"id","uuid","token","name",
+        "version","labels"}}; FetchTask -> 200 {} (no task; tests assert it
+        is never called: f.requests); UpdateTask, UpdateLog -> 200 {}.
+
 Scripted responses (Forge.script) replace the normal answer to the next
 request of a kind: "token" (every token route, the POST one too), "lookup",
-"delete", "list", "register" (routes the flavour has, with the method they
-take; auth still applies) or "any" (every request, before auth and
-routing). A response is a dict with any of these keys:
+"delete", "list", "register" (Forgejo 15's admin POST
+/admin/actions/runners; routes the flavour has, with the method they
+take; auth still applies), "proto-register" (the protocol's Register),
+"declare", "fetch-task", "proto" (UpdateTask, UpdateLog, Ping) (these four
+once the request got past the method, content type and protocol version
+checks, before its message is read; a dict body is sent as
+application/json) or "any" (every request, before auth and routing). A
+response is a dict with any of these keys:
 
     status    HTTP status (default 200)
     body      dict/list (sent as JSON), str or bytes (sent as is), or None
@@ -184,7 +253,35 @@ FLAVOURS = {
 }
 ALIASES = {"v7": "forgejo11", "f15": "forgejo15"}
 
-SCRIPT_KINDS = ("lookup", "token", "delete", "list", "register", "any")
+# The runners' own protocol (connect-go, JSON), under /api/actions: path
+# after the prefix -> script kind. Register, Declare and FetchTask are what
+# FORGE-API.md names; the others are the rest of runner.v1.RunnerService
+# and the ping service, answered plausibly.
+ACTIONS_PREFIX = "/api/actions"
+RUNNER_SERVICE = "/runner.v1.RunnerService/"
+PING_SERVICE = "/ping.v1.PingService/"
+PROCEDURES = {
+    RUNNER_SERVICE + "Register": "proto-register",
+    RUNNER_SERVICE + "Declare": "declare",
+    RUNNER_SERVICE + "FetchTask": "fetch-task",
+    RUNNER_SERVICE + "UpdateTask": "proto",
+    RUNNER_SERVICE + "UpdateLog": "proto",
+    PING_SERVICE + "Ping": "proto",
+}
+# Forges whose runner service answers connect errors with their own codes
+# (Forgejo 11 and later); the others (Gitea, and Forgejo 7 to 10, which the
+# design flavour stands for) return plain Go errors: 500 "unknown".
+CONNECT_CODES = ("forgejo11", "forgejo15", "forgejo16", "future")
+# Forges whose Register honours "ephemeral" (Gitea 1.24+, Forgejo 15+).
+EPHEMERAL = ("forgejo15", "forgejo16", "gitea124", "gitea126", "future")
+PROTO_JSON_TYPE = "application/json"     # connect-go, answers and errors
+ACCEPT_POST = ("application/grpc, application/grpc+json, application/grpc+proto, "
+               "application/grpc-web, application/grpc-web+json, "
+               "application/grpc-web+proto, application/json, "
+               "application/proto")
+
+SCRIPT_KINDS = ("lookup", "token", "delete", "list", "register",
+                "proto-register", "declare", "fetch-task", "proto", "any")
 SCRIPT_MODES = (None, "hang", "endless", "close")
 SCRIPT_KEYS = {"status", "body", "headers", "delay", "mode", "reset",
                "chunk", "interval"}
@@ -207,6 +304,10 @@ _INT64 = re.compile(r"[+-]?[0-9]+\Z")
 
 class RegisterError(Exception):
     """register() refused: the forge is down or the token is not valid."""
+
+
+class DeclareError(Exception):
+    """declare() refused: "forge down" or "unregistered runner"."""
 
 
 def _debug():
@@ -326,6 +427,104 @@ def runner_object(runner_id, value, family="forgejo", disabled_field=False):
     return obj
 
 
+# connect-go's HTTP status per error code (the codes used here).
+CONNECT_STATUS = {"invalid_argument": 400, "unauthenticated": 401,
+                  "not_found": 404, "unknown": 500, "internal": 500}
+
+# procedure -> (message type, {JSON name: (proto name, kind)})
+_STR, _BOOL, _STRS, _I64 = "string", "bool", "repeated string", "int64"
+PROTO_MESSAGES = {
+    RUNNER_SERVICE + "Register": ("runnerv1.RegisterRequest", {
+        "name": ("name", _STR), "token": ("token", _STR),
+        "agentLabels": ("agent_labels", _STRS),
+        "customLabels": ("custom_labels", _STRS),
+        "version": ("version", _STR), "labels": ("labels", _STRS),
+        "ephemeral": ("ephemeral", _BOOL)}),
+    RUNNER_SERVICE + "Declare": ("runnerv1.DeclareRequest", {
+        "version": ("version", _STR), "labels": ("labels", _STRS)}),
+    RUNNER_SERVICE + "FetchTask": ("runnerv1.FetchTaskRequest", {
+        "tasksVersion": ("tasks_version", _I64)}),
+    RUNNER_SERVICE + "UpdateTask": ("runnerv1.UpdateTaskRequest", {}),
+    RUNNER_SERVICE + "UpdateLog": ("runnerv1.UpdateLogRequest", {}),
+    PING_SERVICE + "Ping": ("pingv1.PingRequest", {"data": ("data", _STR)}),
+}
+
+
+def _no_duplicates(pairs):
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError('duplicate field "%s"' % key)
+        seen[key] = value
+    return seen
+
+
+def _proto_decode(body, fields):
+    """protojson.Unmarshal as connect-go calls it (DiscardUnknown): the
+    known fields by JSON name (null ones left out); ValueError with
+    protojson's kind of message for anything else."""
+    if body is None:
+        raise ValueError("unreadable body")
+    if not body:
+        raise ValueError("zero-length payload is not a valid JSON object")
+    try:
+        value = json.loads(body.decode("utf-8"),
+                           object_pairs_hook=_no_duplicates)
+    except UnicodeDecodeError:
+        raise ValueError("invalid UTF-8")
+    except ValueError as e:
+        raise ValueError("proto: syntax error: %s" % e)
+    if not isinstance(value, dict):
+        raise ValueError("proto: syntax error: unexpected token %s"
+                         % json.dumps(value)[:20])
+    names = {}
+    for json_name, (proto_name, kind) in fields.items():
+        names[json_name] = names[proto_name] = (json_name, kind)
+    out = {}
+    for key, item in value.items():
+        if key not in names or item is None:
+            continue                            # unknown: discarded
+        json_name, kind = names[key]
+        if json_name in out:
+            raise ValueError('duplicate field "%s"' % key)
+        ok = {_STR: isinstance(item, str),
+              _BOOL: isinstance(item, bool),
+              _STRS: isinstance(item, list)
+              and all(isinstance(x, str) for x in item),
+              _I64: (isinstance(item, int) and not isinstance(item, bool))
+              or (isinstance(item, str) and _INT64.match(item) is not None)
+              }[kind]
+        if not ok:
+            raise ValueError("proto: invalid value for %s field %s: %s"
+                             % (kind, json_name, json.dumps(item)[:40]))
+        out[json_name] = int(item) if kind == _I64 else item
+    return out
+
+
+def _proto_omit(message):
+    """protojson leaves out empty strings, empty lists, false and 0."""
+    return {key: value for key, value in message.items()
+            if value not in ("", [], False, 0, None)}
+
+
+def _is_json_type(value):
+    """connect-go's JSON codec takes "application/json", in any case, with
+    at most the parameter charset=utf-8."""
+    if value is None:
+        return False
+    base, _, params = value.partition(";")
+    if base.strip().lower() != "application/json":
+        return False
+    params = [p.strip() for p in params.split(";") if p.strip()]
+    if not params:
+        return True
+    if len(params) > 1:
+        return False
+    name, _, charset = params[0].partition("=")
+    return name.strip().lower() == "charset" and \
+        charset.strip().strip('"').lower() == "utf-8"
+
+
 def _match(pattern, route):
     """The {id} segment of `route` if it matches `pattern` (True if the
     pattern has none), else None."""
@@ -354,7 +553,8 @@ class Forge:
     def __init__(self, flavour="design", admin_token=DEFAULT_ADMIN_TOKEN,
                  nonadmin_token=None, reg_token=DEFAULT_REG_TOKEN,
                  runners=None, unix_socket=None, tls=False, port=0,
-                 scopeless_token=None, log_path=None, host="127.0.0.1"):
+                 scopeless_token=None, log_path=None, host="127.0.0.1",
+                 actions=True):
         if ALIASES.get(flavour, flavour) not in FLAVOURS:
             raise ValueError("unknown flavour %r" % (flavour,))
         self.flavour = flavour
@@ -370,10 +570,12 @@ class Forge:
         self.requests = []
         self.port = None if unix_socket else port
         self.host = host  # a loopback address; 127.0.0.2 is not in the certificate
+        self.actions = actions  # Actions enabled: the runner protocol is served
 
         self._lock = threading.Lock()
         self._data = threading.RLock()   # runners, reg_token, _next_id
         self._next_id = 1
+        self._old_tokens = set()     # reset by an admin: "invalidated"
         self._scripts = {kind: collections.deque() for kind in SCRIPT_KINDS}
         self._connections = 0
         self._fds = {}               # connection serial -> socket fd
@@ -538,6 +740,8 @@ class Forge:
     def reset_token(self):
         """An admin resets the registration token; returns the new one."""
         with self._data:
+            if self.reg_token:
+                self._old_tokens.add(self.reg_token)
             self.reg_token = new_token()
             return self.reg_token
 
@@ -547,23 +751,22 @@ class Forge:
         with self._data:
             self.runners.clear()
             self._next_id = 1
-            return self.reset_token()
+            token = self.reset_token()
+            self._old_tokens.clear()
+            return token
 
     def register(self, token, name, labels=(), address=None,
-                 ephemeral=False):
+                 ephemeral=False, version=None):
         """Register a runner as the runner's `register` command does.
 
         Returns the `.runner` content; raises RegisterError when the forge
-        is down or `token` is not the current registration token.
+        is down or `token` is not the current registration token. `labels`
+        are what `.runner` gets and, as given, the record's labels.
         """
         if not self.is_up:
             raise RegisterError("forge down: cannot reach %s" % self.url)
-        with self._data:
-            if (not token or token == "placeholder"
-                    or token != self.reg_token):
-                raise RegisterError("runner registration token not found")
-            runner_id, record = self._create(name, labels,
-                                             ephemeral=ephemeral)
+        runner_id, record = self._register_record(token, name, labels,
+                                                  version, ephemeral)
         registration = {
             "WARNING": RUNNER_WARNING,
             "id": runner_id,
@@ -576,6 +779,60 @@ class Forge:
         if self.family == "gitea":
             registration["ephemeral"] = bool(ephemeral)
         return registration
+
+    def _register_record(self, token, name, labels, version, ephemeral):
+        """The forge's side of Register, for register() and the protocol's
+        Register: (id, Runner), or RegisterError with the forge's message."""
+        with self._data:
+            if not token or token == "placeholder" \
+                    or token != self.reg_token:
+                if token in self._old_tokens:
+                    raise RegisterError("runner registration token has been "
+                                        "invalidated, please use the latest "
+                                        "one")
+                raise RegisterError("runner registration token not found")
+            return self._create(name, labels, ephemeral=ephemeral,
+                                version=version)
+
+    def declare(self, uuid, token, labels=(), version=""):
+        """What Declare (and the credential check of every runner method
+        but Register) does to the forge's state: the record with this uuid
+        and runner secret gets these labels and version and shows online
+        ("idle"); returns it. Raises DeclareError("forge down") or
+        DeclareError("unregistered runner") (unknown uuid, another secret,
+        or a record no runner registered)."""
+        if not self.is_up:
+            raise DeclareError("forge down")
+        with self._data:
+            record = self._authenticate_runner(uuid, token)
+            if record is None:
+                raise DeclareError("unregistered runner")
+            record.labels = list(labels)
+            record.version = version
+            record.status = "idle" if record.status == "offline" \
+                else record.status
+            record.fields.pop("status", None)
+            record.fields.pop("busy", None)
+            return record
+
+    def _authenticate_runner(self, uuid, token):
+        """The Runner with this uuid and runner secret (str), or None. A
+        plain uuid or dict entry is converted to a Runner in place."""
+        if not isinstance(uuid, str) or not isinstance(token, str) \
+                or not uuid:
+            return None
+        for key, record in list(self.runners.items()):
+            if not isinstance(record, Runner):
+                record = self.runners[key] = _as_runner(_parse_id(str(key)),
+                                                        record)
+            if record.uuid != uuid:
+                continue
+            if record.token is None:
+                return None
+            if secrets.compare_digest(_encode(record.token), _encode(token)):
+                return record
+            return None
+        return None
 
     def runner_works(self, runner):
         """(True, "ok") if a daemon with this `.runner` content (a dict)
@@ -739,7 +996,8 @@ class Forge:
                 value = names[name] + ", " + value
             names[name] = value
         record = {"method": method, "path": path, "query": query,
-                  "headers": names, "conn": serial, "status": None}
+                  "headers": names, "conn": serial, "status": None,
+                  "body": None}
         with self._lock:
             self.requests.append(record)
         return record
@@ -832,16 +1090,19 @@ class Forge:
     def _gitea126(self):
         return ALIASES.get(self.flavour, self.flavour) == "gitea126"
 
-    def _create(self, name, labels, ephemeral=False, description=""):
-        """A new record with the next id; (id, Runner)."""
+    def _create(self, name, labels, ephemeral=False, description="",
+                version=None):
+        """A new record with the next id; (id, Runner). `version` None: the
+        family's usual runner version."""
         with self._data:
             ids = [_parse_id(str(key)) for key in self.runners]
             runner_id = max([self._next_id] + [i + 1 for i in ids])
             self._next_id = runner_id + 1
+            if version is None:
+                version = "v0.2.11" if self.family == "gitea" else "v11.1.1"
             record = Runner(str(uuidlib.uuid4()), name, labels,
                             token=secrets.token_hex(20), status="offline",
-                            version="v0.2.11" if self.family == "gitea"
-                            else "v11.1.1",
+                            version=version,
                             description=description, ephemeral=ephemeral)
             self.runners[runner_id] = record
             return runner_id, record
@@ -870,6 +1131,80 @@ class Forge:
                 del self.runners[key]
                 return 204, None
             return 200, self._object(runner_id, self.runners[key])
+
+    # -- the runners' own protocol -----------------------------------------
+
+    def _connect_codes(self):
+        return ALIASES.get(self.flavour, self.flavour) in CONNECT_CODES
+
+    def _refused(self, code, message):
+        """A refusal of the runner service: Forgejo 11+ says `code`
+        ("invalid_argument" 400, "unauthenticated" 401); the others return
+        a plain Go error, which connect-go sends as 500 "unknown" (a gRPC
+        status error, as Gitea's interceptor makes, keeps its text)."""
+        if self._connect_codes():
+            return CONNECT_STATUS[code], {"code": code, "message": message}
+        if code == "unauthenticated":
+            message = "rpc error: code = Unauthenticated desc = " + message
+        return 500, {"code": "unknown", "message": message}
+
+    def _proto_answer(self, kind, procedure, headers, body):
+        """(status, JSON value) of a well-formed runner-protocol request."""
+        message, fields = PROTO_MESSAGES[procedure]
+        try:
+            request = _proto_decode(body, fields)
+        except ValueError as e:
+            return 400, {"code": "invalid_argument",
+                         "message": "unmarshal into *%s: %s" % (message, e)}
+        if procedure == PING_SERVICE + "Ping":
+            return 200, _proto_omit({"data": "Hello, %s!"
+                                     % request.get("data", "")})
+        with self._data:
+            if kind == "proto-register":
+                return self._proto_register(request)
+            record = self._authenticate_runner(
+                headers.get("x-runner-uuid", ""),
+                headers.get("x-runner-token", ""))
+            if record is None:
+                return self._refused("unauthenticated", "unregistered runner")
+            if record.status == "offline":
+                record.status = "idle"          # last_online: now
+                record.fields.pop("status", None)
+                record.fields.pop("busy", None)
+            if kind == "declare":
+                record = self.declare(record.uuid, record.token,
+                                      request.get("labels", []),
+                                      request.get("version", ""))
+                return 200, {"runner": self._proto_runner(record)}
+            return 200, {}                      # FetchTask: no task for you
+
+    def _proto_register(self, request):
+        token, name = request.get("token", ""), request.get("name", "")
+        if not token or not name:
+            return self._refused("invalid_argument",
+                                 "missing runner token, name")
+        ephemeral = request.get("ephemeral", False) and \
+            ALIASES.get(self.flavour, self.flavour) in EPHEMERAL
+        try:
+            _, record = self._register_record(
+                token, name, request.get("labels", []),
+                request.get("version", ""), ephemeral)
+        except RegisterError as e:
+            return self._refused("invalid_argument", str(e))
+        runner = self._proto_runner(record)
+        if record.ephemeral:
+            runner["ephemeral"] = True
+        return 200, {"runner": runner}
+
+    def _proto_runner(self, record):
+        """runner.v1.Runner as protojson writes it: int64 id as a string,
+        empty fields left out."""
+        runner_id = next(_parse_id(str(key)) for key, value
+                         in self.runners.items() if value is record)
+        return _proto_omit({"id": str(runner_id), "uuid": record.uuid,
+                            "token": record.token, "name": record.name,
+                            "version": record.version,
+                            "labels": list(record.labels)})
 
     def _register_route(self, body):
         """Forgejo 15's POST /admin/actions/runners {"name": ...}."""
@@ -1010,11 +1345,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         record = self.forge._record(self.command, path, query, self.headers,
                                     self.serial)
-        body = self._read_body()
+        body = record["body"] = self._read_body()
 
         scripted = self.forge._next_scripted("any")
         if scripted is not None:
             return self._send_scripted(record, scripted)
+
+        if path.startswith(ACTIONS_PREFIX + "/"):
+            # Its own handler: no admin auth (the header is not looked at).
+            return self._runner_protocol(record, path, body)
 
         denied = self.forge._authenticate(self.headers.get("Authorization"))
         if denied is not None:
@@ -1022,10 +1361,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
         kind, runner_id, allowed = self.forge._route(self.command, path)
         if kind is None and allowed is None:
-            # The router's default handler (Go's http.NotFound).
-            return self._send(record, 404, b"404 page not found\n",
-                              {"Content-Type": TEXT_TYPE,
-                               "X-Content-Type-Options": "nosniff"})
+            return self._plain_404(record)
         if kind is None:
             return self._send(record, 405, b"", {"Allow": ", ".join(allowed)})
 
@@ -1038,6 +1374,44 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self._send_json(record, status, value)
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
+
+    def _runner_protocol(self, record, path, body):
+        """connect-go's unary JSON handler of the runner and ping services,
+        in its order: the router (POST only), the procedure, the content
+        type, the protocol version, then the message and the method."""
+        procedure = path[len(ACTIONS_PREFIX):]
+        if not self.forge.actions or not procedure.startswith(
+                (RUNNER_SERVICE, PING_SERVICE)):
+            return self._plain_404(record)
+        if self.command != "POST":
+            return self._send(record, 405, b"", {"Allow": "POST"})
+        kind = PROCEDURES.get(procedure)
+        if kind is None:
+            return self._plain_404(record)    # the service's own mux
+        if not _is_json_type(self.headers.get("Content-Type")):
+            return self._send(record, 415, b"", {"Accept-Post": ACCEPT_POST})
+        version = self.headers.get("Connect-Protocol-Version")
+        if version is not None and version != "1":
+            return self._send_proto(record, 400, {
+                "code": "invalid_argument",
+                "message": "Connect-Protocol-Version must be \"1\": got %s"
+                           % json.dumps(version)})
+        scripted = self.forge._next_scripted(kind)
+        if scripted is not None:
+            return self._send_scripted(record, scripted, PROTO_JSON_TYPE)
+        status, value = self.forge._proto_answer(kind, procedure,
+                                                 record["headers"], body)
+        return self._send_proto(record, status, value)
+
+    def _send_proto(self, record, status, value):
+        self._send(record, status, _json_bytes(value),
+                   {"Content-Type": PROTO_JSON_TYPE})
+
+    def _plain_404(self, record):
+        """The router's default handler (Go's http.NotFound)."""
+        return self._send(record, 404, b"404 page not found\n",
+                          {"Content-Type": TEXT_TYPE,
+                           "X-Content-Type-Options": "nosniff"})
 
     # -- plumbing --------------------------------------------------------
 
@@ -1088,7 +1462,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(record, status, _json_bytes(value),
                    {"Content-Type": JSON_TYPE})
 
-    def _send_scripted(self, record, response):
+    def _send_scripted(self, record, response, json_type=JSON_TYPE):
         delay = response.get("delay", 0)
         if delay and self.stopping.wait(delay):
             self.close_connection = True
@@ -1106,7 +1480,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = response.get("body")
         headers = {}
         if isinstance(body, (dict, list)):
-            body, headers["Content-Type"] = _json_bytes(body), JSON_TYPE
+            body, headers["Content-Type"] = _json_bytes(body), json_type
         elif isinstance(body, str):
             body, headers["Content-Type"] = _encode(body), TEXT_TYPE
         elif isinstance(body, bytes):

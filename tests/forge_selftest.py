@@ -938,6 +938,352 @@ def in_root_resolves_symlinks_inside_the_root():
         assert runner_sim.in_root(d, "/loop", follow_last=False) == loop
 
 
+# -- the runners' own protocol ------------------------------------------------
+
+RS = "/api/actions/runner.v1.RunnerService/"
+PROTO_TYPE = "application/json"
+CONNECT_FORGES = {"forgejo11", "forgejo15", "forgejo16", "future", "v7",
+                  "f15"}                      # FORGE-API.md: Forgejo 11+
+EPHEMERAL_FORGES = {"forgejo15", "forgejo16", "gitea124", "gitea126",
+                    "future", "f15"}
+
+
+def proto(f, method, message=None, runner=None, body=None,
+          content_type="application/json", headers=None, verb="POST",
+          token=None):
+    """(status, lower-case headers, body) of one runner-protocol call;
+    `runner` is a dict with uuid and token for the x-runner-* headers."""
+    hdrs = {}
+    if content_type is not None:
+        hdrs["Content-Type"] = content_type
+    if runner is not None:
+        hdrs["x-runner-uuid"] = runner["uuid"]
+        hdrs["x-runner-token"] = runner["token"]
+    hdrs.update(headers or {})
+    if body is None and message is not None:
+        body = json.dumps(message).encode()
+    return request(f, RS + method, token=token, method=verb, headers=hdrs,
+                   body=body)
+
+
+def check_proto(got, want_status, want=None):
+    """The answer is connect-go's JSON: application/json, compact, and (for
+    an error) exactly {"code","message"}."""
+    status, headers, body = got
+    assert status == want_status, (status, body)
+    assert headers["content-type"] == PROTO_TYPE, headers
+    value = json.loads(body)
+    assert body == json.dumps(value, separators=(",", ":")).encode() + \
+        b"\n", body
+    for key, item in (want or {}).items():
+        assert value.get(key) == item, (key, value)
+    if status != 200:
+        assert set(value) == {"code", "message"}, value
+    return value
+
+
+def check_refused(f, got, code, message):
+    """A refusal per family: Forgejo 11+ its code; Gitea and Forgejo 7-10
+    500 "unknown" (a gRPC status in the text for unauthenticated)."""
+    if f.flavour in CONNECT_FORGES:
+        status = {"invalid_argument": 400, "unauthenticated": 401}[code]
+        return check_proto(got, status, {"code": code, "message": message})
+    if code == "unauthenticated":
+        message = "rpc error: code = Unauthenticated desc = " + message
+    return check_proto(got, 500, {"code": "unknown", "message": message})
+
+
+@test
+def proto_register_on_every_flavour():
+    for flavour in sorted(set(forge.FLAVOURS) | set(forge.ALIASES)):
+        with make(flavour=flavour, runners={3: "legacy"}) as f:
+            msg = {"name": "hive", "token": REG, "version": "hcp/1",
+                   "labels": ["hive-ci", "big"], "ephemeral": True}
+            got = check_proto(proto(f, "Register", msg), 200)
+            assert list(got) == ["runner"], got
+            runner = got["runner"]
+            assert runner["id"] == "4", runner         # a JSON string
+            ephemeral = flavour in EPHEMERAL_FORGES
+            keys = ["id", "uuid", "token", "name", "version", "labels"] + \
+                (["ephemeral"] if ephemeral else [])
+            assert list(runner) == keys, (flavour, runner)
+            assert runner.get("ephemeral", False) is ephemeral
+            assert (runner["name"], runner["version"], runner["labels"]) \
+                == ("hive", "hcp/1", ["hive-ci", "big"]), runner
+            assert len(runner["token"]) == 40 and \
+                int(runner["token"], 16) >= 0, runner
+            record = f.record(4)
+            assert (record.uuid, record.token, record.name, record.labels,
+                    record.version, record.status, record.ephemeral) == (
+                runner["uuid"], runner["token"], "hive", ["hive-ci", "big"],
+                "hcp/1", "offline", ephemeral), record
+            # Reusable: the same token registers again, the routes still
+            # hand it out, and a name that exists gets a new record.
+            again = check_proto(proto(f, "Register", {"name": "hive",
+                                                      "token": REG}), 200)
+            assert again["runner"]["id"] == "5", again
+            assert again["runner"]["uuid"] != runner["uuid"]
+            # Empty fields are left out: no version, labels, ephemeral.
+            assert list(again["runner"]) == ["id", "uuid", "token", "name"]
+            assert f.reg_token == REG and f.record(5).labels == []
+            # What register() makes, from the same numbering.
+            assert f.register(REG, "hive")["id"] == 6
+            # Recorded with its body; no admin auth was asked for.
+            first = f.requests[0]
+            assert (first["method"], first["path"], first["status"]) == (
+                "POST", RS + "Register", 200), first
+            assert json.loads(first["body"]) == msg, first
+            assert "authorization" not in first["headers"], first
+
+
+@test
+def proto_register_refusals_per_flavour():
+    for flavour in sorted(forge.FLAVOURS):
+        with make(flavour=flavour) as f:
+            new = f.reset_token()
+            for msg, message in (
+                    ({"name": "hive", "token": "bad"},
+                     "runner registration token not found"),
+                    ({"name": "hive", "token": "placeholder"},
+                     "runner registration token not found"),
+                    ({"name": "hive", "token": REG},
+                     "runner registration token has been invalidated, "
+                     "please use the latest one"),
+                    ({"name": "hive"}, "missing runner token, name"),
+                    ({"name": "", "token": new},
+                     "missing runner token, name")):
+                check_refused(f, proto(f, "Register", msg),
+                              "invalid_argument", message)
+            assert f.runners == {}, f.runners
+            # The admin token is no registration token.
+            check_refused(f, proto(f, "Register", {"name": "h",
+                                                   "token": ADMIN}),
+                          "invalid_argument",
+                          "runner registration token not found")
+            check_proto(proto(f, "Register", {"name": "h", "token": new}),
+                        200, {})
+            # A wiped forge has never seen the old tokens.
+            f.wipe()
+            check_refused(f, proto(f, "Register", {"name": "h",
+                                                   "token": new}),
+                          "invalid_argument",
+                          "runner registration token not found")
+
+
+@test
+def proto_declare_sets_labels_and_version():
+    for flavour in sorted(forge.FLAVOURS):
+        with make(flavour=flavour, runners={1: "by-hand"}) as f:
+            reg = f.register(REG, "hive", ["native:host"], version="v0")
+            got = check_proto(proto(f, "Declare", {
+                "version": "v12", "labels": ["native", "big"]}, runner=reg),
+                200)
+            runner = got["runner"]
+            assert list(got) == ["runner"], got
+            assert runner == {"id": "2", "uuid": reg["uuid"],
+                              "token": reg["token"], "name": "hive",
+                              "version": "v12", "labels": ["native", "big"]}, \
+                runner
+            record = f.record(2)
+            assert (record.labels, record.version, record.status) == (
+                ["native", "big"], "v12", "idle"), record
+            if f.family == "gitea" and flavour != "gitea122":
+                obj = check_json(*request(f, V1 + LA + "2"), 200, {})
+                assert [x["name"] for x in obj["labels"]] == ["native",
+                                                              "big"], obj
+                assert obj["status"] == "online", obj
+            # An empty Declare clears them, as the forge's update does.
+            check_proto(proto(f, "Declare", {}, runner=reg), 200)
+            assert (f.record(2).labels, f.record(2).version) == ([], "")
+            for who in (dict(reg, token="0" * 40), dict(reg, uuid="nope"),
+                        {"uuid": "by-hand", "token": ""},
+                        {"uuid": "", "token": reg["token"]}, None):
+                check_refused(f, proto(f, "Declare", {"labels": ["x"]},
+                                       runner=who),
+                              "unauthenticated", "unregistered runner")
+            assert f.record(2).labels == [], f.record(2)
+            # The state-level declare() the emulated daemon uses.
+            f.set_status(2, "offline")
+            assert f.declare(reg["uuid"], reg["token"], ["a"], "v1") is \
+                f.record(2) and f.status(2) == "idle"
+            for uuid, token in ((reg["uuid"], "x"), ("nope", reg["token"]),
+                                ("by-hand", None)):
+                try:
+                    f.declare(uuid, token)
+                except forge.DeclareError as e:
+                    assert str(e) == "unregistered runner", e
+                else:
+                    raise AssertionError("declared %r" % uuid)
+            f.down()
+            try:
+                f.declare(reg["uuid"], reg["token"])
+            except forge.DeclareError as e:
+                assert str(e) == "forge down", e
+            else:
+                raise AssertionError("declared with the forge down")
+            f.up()
+            assert f.record(2).labels == ["a"]
+
+
+@test
+def proto_fetch_task_and_the_other_methods():
+    for flavour in ("forgejo15", "gitea124"):
+        with make(flavour=flavour) as f:
+            reg = f.register(REG, "hive")
+            for method in ("FetchTask", "UpdateTask", "UpdateLog"):
+                check_proto(proto(f, method, {}, runner=reg), 200)
+                check_refused(f, proto(f, method, {}), "unauthenticated",
+                              "unregistered runner")
+            assert f.status(reg["id"]) == "idle"   # they count as online
+            check_proto(proto(f, "FetchTask", {"tasksVersion": "3"},
+                              runner=reg), 200)
+            got = request(f, "/api/actions/ping.v1.PingService/Ping",
+                          token=None, method="POST", body=b'{"data":"x"}',
+                          headers={"Content-Type": "application/json"})
+            check_proto(got, 200, {"data": "Hello, x!"})
+            fetched = [r for r in f.requests
+                       if r["path"] == RS + "FetchTask"]
+            assert len(fetched) == 3, f.requests
+            refused = 401 if flavour in CONNECT_FORGES else 500
+            assert [r["status"] for r in fetched] == [200, refused, 200], \
+                fetched
+
+
+@test
+def proto_transport_checks_in_connect_gos_order():
+    with make(flavour="forgejo15") as f:
+        good = {"name": "hive", "token": REG}
+        for verb in ("GET", "PUT", "DELETE"):
+            status, headers, body = proto(f, "Register", good, verb=verb)
+            assert (status, body, headers.get("allow")) == (405, b"",
+                                                            "POST"), status
+        status, _, _ = proto(f, "Nope", good, verb="GET")
+        assert status == 405, status
+        for path in (RS + "Nope", RS, "/api/actions/x.v1.X/Register",
+                     "/api/actions/", "/api/actions/runner.v1.RunnerService"):
+            check_plain_404(*request(f, path, token=None, method="POST",
+                                     body=b"{}", headers={
+                                         "Content-Type": PROTO_TYPE}))
+        for ctype in (None, "text/plain", "application/proto",
+                      "application/json; charset=latin1",
+                      "application/json; x=y", "application/jsonx"):
+            status, headers, body = proto(f, "Register", good,
+                                          content_type=ctype)
+            assert (status, body) == (415, b""), (ctype, status, body)
+            assert "application/json" in headers["accept-post"], headers
+        for ctype in ("application/json; charset=utf-8",
+                      "Application/JSON", "application/json;charset=UTF-8"):
+            check_proto(proto(f, "Register", good, content_type=ctype), 200)
+        check_proto(proto(f, "Register", good, headers={
+            "Connect-Protocol-Version": "1"}), 200)
+        for version in ("2", "", "1.0"):
+            got = check_proto(proto(f, "Register", good, headers={
+                "Connect-Protocol-Version": version}), 400,
+                {"code": "invalid_argument"})
+            assert "Connect-Protocol-Version" in got["message"], got
+        for body in (b"", b"[]", b"null", b"{", b'{"name":1}',
+                     b'{"labels":"a"}', b'{"labels":[1]}',
+                     b'{"ephemeral":"yes"}', b'{"name":"a","name":"b"}',
+                     b'{"name":"a","token":"b","agent_labels":[],'
+                     b'"agentLabels":[]}', b"\xff"):
+            got = check_proto(proto(f, "Register", body=body), 400,
+                              {"code": "invalid_argument"})
+            assert got["message"].startswith(
+                "unmarshal into *runnerv1.RegisterRequest: "), got
+        # Unknown fields and nulls are ignored; proto names work too.
+        check_proto(proto(f, "Register", dict(good, extra=1, labels=None,
+                                              agent_labels=["x"])), 200)
+        # The admin auth does not run there: a bad admin token changes
+        # nothing, and none is needed.
+        check_proto(proto(f, "Register", good, token="not-the-admin"), 200)
+        assert len(f.runners) == 6, f.runners
+    with make(flavour="gitea124", actions=False) as f:
+        check_plain_404(*proto(f, "Register", {"name": "h", "token": REG}))
+        check_plain_404(*proto(f, "Register", {}, verb="GET"))
+        assert f.runners == {}
+
+
+@test
+def proto_scripted_kinds():
+    with make(flavour="forgejo15") as f:
+        reg = f.register(REG, "hive")
+        f.script("proto-register", {"status": 503, "body": {"code": "x",
+                                                           "message": "y"}})
+        f.script("declare", {"status": 200, "body": b"not json"})
+        f.script("fetch-task", {"mode": "close"})
+        f.script("proto", {"status": 418})
+        # Refused before the script: not POST, not JSON.
+        assert proto(f, "Register", {}, verb="GET")[0] == 405
+        assert proto(f, "Register", {}, content_type="text/plain")[0] == 415
+        status, headers, body = proto(f, "Register", {"name": "h",
+                                                      "token": REG})
+        assert (status, headers["content-type"], json.loads(body)) == (
+            503, PROTO_TYPE, {"code": "x", "message": "y"}), (status, body)
+        assert len(f.runners) == 1         # the script answered, no record
+        status, _, body = proto(f, "Declare", {}, runner=reg)
+        assert (status, body) == (200, b"not json"), (status, body)
+        try:
+            proto(f, "FetchTask", {}, runner=reg)
+        except (http.client.HTTPException, OSError):
+            pass
+        else:
+            raise AssertionError("the scripted close answered")
+        assert proto(f, "UpdateLog", {}, runner=reg)[0] == 418
+        # Used up: the normal answers again.
+        check_proto(proto(f, "Register", {"name": "h", "token": REG}), 200)
+        check_proto(proto(f, "Declare", {}, runner=reg), 200)
+        # "register" is still Forgejo 15's admin POST, not the protocol's.
+        f.script("register", {"status": 500})
+        check_proto(proto(f, "Register", {"name": "h", "token": REG}), 200)
+        assert request(f, V1 + LIST, method="POST",
+                       body=b'{"name":"x"}')[0] == 500
+
+
+@test
+def requests_record_their_body():
+    with make(flavour="forgejo15") as f:
+        request(f, V1 + LIST, method="POST", body=b'{"name":"x"}')
+        request(f, V1 + TA)
+        s = socket.create_connection(("127.0.0.1", f.port), timeout=3)
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                  b"chunked\r\n\r\n0\r\n\r\n" % (RS + "Register").encode())
+        s.recv(65536)
+        s.close()
+        bodies = [r["body"] for r in f.requests]
+        assert bodies == [b'{"name":"x"}', b"", None], bodies
+
+
+@test
+def harness_checks_where_the_admin_token_goes():
+    import harness
+    with make(flavour="forgejo15", admin_token=harness.ADMIN) as f:
+        request(f, V1 + TA, token=harness.ADMIN)
+        proto(f, "Register", {"name": "h", "token": REG})
+        harness.assert_auth_header_only(f)          # as it should be
+        for bad in (
+                lambda: request(f, V1 + TA, token=None),
+                lambda: request(f, V1 + LIST, token=harness.ADMIN,
+                                method="POST", body=json.dumps(
+                                    {"name": harness.ADMIN}).encode()),
+                lambda: proto(f, "Register", {"name": "h", "token": REG},
+                              token=harness.ADMIN),
+                lambda: proto(f, "Register", {"name": "h",
+                                              "token": harness.ADMIN}),
+                lambda: proto(f, "Declare", {}, headers={
+                    "x-runner-token": harness.ADMIN}),
+                lambda: request(f, RS + "Register?t=" + harness.ADMIN,
+                                token=None, method="POST", body=b"{}")):
+            mark = len(f.requests)
+            bad()
+            try:
+                harness.assert_auth_header_only(f)
+            except AssertionError:
+                pass
+            else:
+                raise AssertionError("not caught: %r" % f.requests[mark])
+            del f.requests[mark:]
+
+
 # -- auth ---------------------------------------------------------------------
 
 @test
