@@ -33,7 +33,8 @@ FORGE_CLI = r"""#!%(bash)s
 set -eu
 dir=%(dir)s
 { printf 'ARGS'; printf '\t%%s' "$@"; printf '\n'
-  printf 'ENV\t%%s\t%%s\t%%s\n' "${FORGEJO_WORK_DIR-}" "${FORGEJO_CUSTOM-}" "$(id -u)"; } >>"$dir/calls"
+  printf 'ENV\t%%s\t%%s\t%%s\n' "${FORGEJO_WORK_DIR-${GITEA_WORK_DIR-}}" "${FORGEJO_CUSTOM-${GITEA_CUSTOM-}}" \
+	"$(id -u)"; } >>"$dir/calls"
 echo "2026/01/01 00:00:00 ...s/setting/setting.go:123:LoadCommon() [I] the forge's log goes to stderr" >&2
 [ ! -e "$dir/fail-$3" ] || { echo "Command error: database is locked" >&2; exit 1; }
 opt() { # the value of --$1 in the rest of the arguments
@@ -144,31 +145,31 @@ class World:
             os.setgroups([])
             os.setgid(NOBODY)
             os.setuid(NOBODY)
-        e = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C",
-             "FORGEJO_WORK_DIR": "/var/lib/forgejo", "FORGEJO_CUSTOM": "/var/lib/forgejo/custom"}
-        e.update(env or {})
+        e = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
+        # what the forge's unit gives (nixpkgs' forgejo.nix), unless given
+        e.update(env or {"FORGEJO_WORK_DIR": "/var/lib/forgejo", "FORGEJO_CUSTOM": "/var/lib/forgejo/custom"})
         p = subprocess.run(argv, capture_output=True, text=True, env=e, timeout=30,
                            preexec_fn=drop if as_forge and self.root else None)
         self.outputs.append(p.stdout + p.stderr)
         return p
 
-    def mint(self, argv=None):
+    def mint(self, argv=None, env=None):
         return self.run(argv or ["bash", SCRIPT, "mint", self.cli, self.user, self.email, self.stage],
-                        as_forge=True)
+                        as_forge=True, env=env)
 
-    def install(self, argv=None):
-        return self.run(argv or ["bash", SCRIPT, "install", self.stage, self.target, self.owner])
+    def install(self, argv=None, env=None):
+        return self.run(argv or ["bash", SCRIPT, "install", self.stage, self.target, self.owner], env=env)
 
-    def unit(self, mint=None, install=None):
+    def unit(self, mint=None, install=None, env=None):
         """What systemd does with hive-ci-admin-token.service: "skipped"
         (ConditionFileNotEmpty=!TARGET fails), else mint, then install if
         mint succeeded; returns the failed step's process or None."""
         if os.path.isfile(self.target) and os.path.getsize(self.target) > 0:
             return "skipped"
-        p = self.mint(mint)
+        p = self.mint(mint, env)
         if p.returncode != 0:
             return p
-        p = self.install(install)
+        p = self.install(install, env)
         return p if p.returncode != 0 else None
 
     # -- what must hold ---------------------------------------------------------
