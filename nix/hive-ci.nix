@@ -446,6 +446,11 @@ in
       (assertion (prefetch.registration == cfg.registration)
         "services.hive-ci-prefetch.registration = \"${prefetch.registration}\" but services.hyperhive.ci.registration = \"${cfg.registration}\"; set services.hyperhive.ci.registration only."
       )
+      (assertion (chosen.instance == null || cfg.registration != "host" || (
+        prefetch.labels == chosen.instance.labels && prefetch.runnerName == chosen.instance.name
+      ))
+        "services.hive-ci-prefetch registers the runner as \"${prefetch.runnerName}\" with labels ${builtins.toJSON prefetch.labels}, but the runner instance in the container is \"${toString (chosen.instance.name or "?")}\" with ${builtins.toJSON (chosen.instance.labels or [ ])}; set services.hyperhive.ci.name and services.hyperhive.ci.labels only."
+      )
       (assertion (
         chosen.instance == null
         || lib.any (

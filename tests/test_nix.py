@@ -950,6 +950,12 @@ ASSERTIONS = [
     (two_lines(extra='containers.hive-ci.config.systemd.services.gitea-runner-hive.serviceConfig.ExecStartPre = '
                      'lib.mkOverride 10 [ "/bin/true" ];'), "labels",
      [r"registration = \"host\" but gitea-runner-hive in the container still has an ExecStartPre"]),
+    (two_lines(extra='services.hive-ci-prefetch.labels = [ "other:host" ];'), "labels",
+     [r"registers the runner as \"hive\" with labels \[\"other:host\"\], but the runner instance in the "
+      r"container is \"hive\" with \[\"hive-ci:host\"\]; set services\.hyperhive\.ci\.name and "
+      r"services\.hyperhive\.ci\.labels only"]),
+    (two_lines(extra='services.hive-ci-prefetch.runnerName = "other";'), "forgejo",
+     [r"registers the runner as \"other\" .* the runner instance in the container is \"hive\""]),
     (two_lines(extra='services.hive-ci-prefetch.stateFile = "/var/lib/nixos-containers/hive-ci/s.json";'),
      "labels",
      [r"services\.hive-ci-prefetch\.stateFile = .* is inside the container root"]),
