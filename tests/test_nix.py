@@ -13,6 +13,7 @@ them.
 """
 
 import atexit
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 
 import runner_sim
 import sys
@@ -85,8 +87,11 @@ def module_text(text):
     """A host module from Nix text: a file, named by its content."""
     path = os.path.join(tmpdir(), "host-%s.nix" % hashlib.sha256(text.encode()).hexdigest()[:16])
     if not os.path.exists(path):
-        with open(path, "w") as fh:
+        # by rename: prefetch() writes from two threads
+        tmp = "%s.%d.tmp" % (path, threading.get_ident())
+        with open(tmp, "w") as fh:
             fh.write(text)
+        os.rename(tmp, path)
     return path
 
 
@@ -154,6 +159,8 @@ def evaluate(what, host=None, hosts=(), runner=None, project=TOP, state_version=
     host/hosts: module files or Nix text (written to a file); runner: a
     generation or "a,b"."""
     need_kit()
+    if container == "hive-ci":
+        container = None  # the kit's default, one cache entry
     files = [h if h.endswith(".nix") and os.path.isfile(h) else module_text(h)
              for h in ([host] if host else []) + list(hosts)]
     parts = ("package",) if what == "package" else PARTS
@@ -174,6 +181,16 @@ def evaluate(what, host=None, hosts=(), runner=None, project=TOP, state_version=
         _cache[key] = (p.returncode, json.loads(p.stdout) if p.returncode == 0 else None, p.stderr)
     rc, value, err = _cache[key]
     return rc, None if value is None else value[what], err
+
+
+def prefetch(calls):
+    """Evaluates configurations (dicts of evaluate's keywords) two at a
+    time, into the cache: most cases of the other pass are waiting, not
+    computing. Failures are not raised here; the case's own call does."""
+    need_kit()
+    kit_lib()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda kw: evaluate("unit", **kw), calls))
 
 
 def ok(what, **kw):
@@ -436,44 +453,48 @@ def nix_module_output_directory(env):
 
 @case(sanitize=False)
 def nix_module_rejects_bad_values(env):
-    rejected({"retryTimeout": -1}, "retryTimeout")
-    rejected({"retryTimeout": 86401}, "retryTimeout")
-    rejected({"containerName": "hive ci"}, "containerName")
-    rejected({"containerName": "../x"}, "containerName")
+    bad = [({"retryTimeout": -1}, "retryTimeout"),
+           ({"retryTimeout": 86401}, "retryTimeout"),
+           ({"containerName": "hive ci"}, "containerName"),
+           ({"containerName": "../x"}, "containerName")]
     for opt in ("output", "coreTokenFile", "containerRoot", "runnerFile", "stateFile"):
-        rejected({opt: "relative/file"}, opt)
-        rejected({opt: "/a/../b"}, opt)
-        rejected({opt: "/with space/x"}, opt)
-        rejected({opt: "/100%/x"}, opt)
-    rejected({"output": Raw("/run/hive-ci/path-literal")}, "output")  # a Nix path
-    rejected({"output": "/run/token"}, "output")  # all of /run writable
-    rejected({"output": "/token"}, "output")
-    rejected({"output": "/var/lib/token"}, "output")
-    rejected({"stateFile": "/run/state.json"}, "stateFile")
-    # the container controls everything below its root (issue 19, item 4)
-    rejected({"output": "/var/lib/nixos-containers/hive-ci/run/token"}, "output")
-    rejected({"stateFile": "/var/lib/nixos-containers/hive-ci/state.json"}, "stateFile")
-    rejected({"containerRoot": "/srv/ci", "output": "/srv/ci/hive/token"}, "output")
-    rejected({"tokenFormat": "json"}, "tokenFormat")
-    rejected({"cleanup": "no"}, "cleanup")
-    rejected({"registration": "both"}, "registration")
-    # (used, so type-checked, in host registration)
-    rejected({"registration": "host", "labels": ["a,b"]}, "labels")
-    rejected({"registration": "host", "labels": ["a b"]}, "labels")
-    rejected({"registration": "host", "runnerName": ""}, "runnerName")
-    rejected({"forgeUser": "two words"}, "forgeUser")
+        bad += [({opt: "relative/file"}, opt), ({opt: "/a/../b"}, opt),
+                ({opt: "/with space/x"}, opt), ({opt: "/100%/x"}, opt)]
+    bad += [
+        ({"output": Raw("/run/hive-ci/path-literal")}, "output"),  # a Nix path
+        ({"output": "/run/token"}, "output"),  # all of /run writable
+        ({"output": "/token"}, "output"),
+        ({"output": "/var/lib/token"}, "output"),
+        ({"stateFile": "/run/state.json"}, "stateFile"),
+        # the container controls everything below its root (issue 19, item 4)
+        ({"output": "/var/lib/nixos-containers/hive-ci/run/token"}, "output"),
+        ({"stateFile": "/var/lib/nixos-containers/hive-ci/state.json"}, "stateFile"),
+        ({"containerRoot": "/srv/ci", "output": "/srv/ci/hive/token"}, "output"),
+        ({"tokenFormat": "json"}, "tokenFormat"),
+        ({"cleanup": "no"}, "cleanup"),
+        ({"registration": "both"}, "registration"),
+        # (used, so type-checked, in host registration)
+        ({"registration": "host", "labels": ["a,b"]}, "labels"),
+        ({"registration": "host", "labels": ["a b"]}, "labels"),
+        ({"registration": "host", "runnerName": ""}, "runnerName"),
+        ({"forgeUser": "two words"}, "forgeUser"),
+        # host registration over a Unix socket needs the URL the runner uses
+        ({"registration": "host", "unixSocket": "/run/forgejo/forgejo.sock"}, "registration"),
+    ]
     # --forge-user over plain http to a forge that is not on loopback: the
     # tool would refuse it (exit 64); so does the module
     for url in ("http://forge.example:3000", "http://10.0.0.1:3000/"):
-        rejected({"forgeUser": "forgejo", "forgeUrl": url}, "forgeUser")
-    # host registration over a Unix socket needs the URL the runner uses
-    rejected({"registration": "host", "unixSocket": "/run/forgejo/forgejo.sock"}, "registration")
+        bad.append(({"forgeUser": "forgejo", "forgeUrl": url}, "forgeUser"))
+    good = [{"forgeUser": "forgejo", "forgeUrl": "http://[::1]:3000/"},
+            {"forgeUser": "forgejo", "forgeUrl": "https://forge.example"},
+            {"registration": "host", "unixSocket": "/run/forgejo/forgejo.sock",
+             "runnerAddress": "http://127.0.0.1:3000"}]
+    prefetch([{"host": module_file(o)} for o, _ in bad] + [{"host": module_file(o)} for o in good])
+    for options, option in bad:
+        rejected(options, option)
     # ...and these are fine
-    for good in ({"forgeUser": "forgejo", "forgeUrl": "http://[::1]:3000/"},
-                 {"forgeUser": "forgejo", "forgeUrl": "https://forge.example"},
-                 {"registration": "host", "unixSocket": "/run/forgejo/forgejo.sock",
-                  "runnerAddress": "http://127.0.0.1:3000"}):
-        assert ok("assertions", host=module_file(good))["host"] == [], good
+    for options in good:
+        assert ok("assertions", host=module_file(options))["host"] == [], options
 
 
 def runner_unit(generation, host=None):
@@ -676,6 +697,14 @@ def kit_lib():
     """The kit's nixpkgs lib, in a temporary copy whose pathType falls back
     to the kit's polyfill on a Nix without builtins.readFileType (< 2.14),
     as eval.sh does."""
+    with _lib_lock:
+        return _kit_lib()
+
+
+_lib_lock = threading.Lock()
+
+
+def _kit_lib():
     global _lib
     if _lib is None:
         lib = os.path.join(KIT, "nixpkgs-lib", "lib")
@@ -851,6 +880,9 @@ def check_wiring(generation, forge, host, registration="host", name="hive", labe
 
 @case(sanitize=False)
 def nix_hive_ci_two_lines_wire_a_runner_under_every_generation(env):
+    prefetch([dict(host=two_lines(), runner=g, fixture=False) for g in GENERATIONS]
+             + [dict(host=two_lines("gitea"), runner=g, fixture=False)
+                for g in ("labels", "tokenhash", "envhash,forgejo")])
     for generation in GENERATIONS:
         check_wiring(generation, "forgejo", two_lines())
     # Gitea: services.gitea-actions-runner, also where forgejo's exists
@@ -861,30 +893,38 @@ def nix_hive_ci_two_lines_wire_a_runner_under_every_generation(env):
 @case(sanitize=False)
 def nix_hive_ci_container_registration_keeps_the_module_registering(env):
     host = two_lines(extra='services.hyperhive.ci.registration = "container";')
+    prefetch([dict(host=host, runner=g, fixture=False) for g in GENERATIONS]
+             + [dict(host=two_lines("gitea", 'services.hyperhive.ci.registration = "container";'),
+                     runner=g, fixture=False) for g in ("labels", "envhash,forgejo")])
     for generation in GENERATIONS:
         check_wiring(generation, "forgejo", host, registration="container")
 
 
 @case(sanitize=False)
 def nix_hive_ci_settings_and_overrides_that_agree(env):
+    checks = []
     # the options move everything together
     host = two_lines(extra="""services.hyperhive.ci = {
         name = "ci_runner"; concurrency = 4; labels = [ "hive-ci:host" "nix:host" ];
         containerName = "ci2"; forgeUrl = "http://127.0.0.1:3001"; };
       services.forgejo.settings.server.HTTP_PORT = 3001;""")
     for generation in ("labels", "forgejo"):
-        check_wiring(generation, "forgejo", host, name="ci_runner", labels=("hive-ci:host", "nix:host"),
-                     url="http://127.0.0.1:3001", capacity=4, container="ci2")
+        checks.append((generation, host, dict(name="ci_runner", labels=("hive-ci:host", "nix:host"),
+                                              url="http://127.0.0.1:3001", capacity=4, container="ci2")))
     # derived from the forge's own settings
     for extra, url in (("services.forgejo.settings.server.HTTP_PORT = 3002;", "http://127.0.0.1:3002"),
                        ('services.forgejo.settings.server.HTTP_ADDR = "127.0.0.1";', "http://127.0.0.1:3000"),
                        ('services.forgejo.settings.server.HTTP_ADDR = "::1";', "http://[::1]:3000"),
                        ('services.forgejo.settings.server.PROTOCOL = "https";', "https://127.0.0.1:3000")):
-        check_wiring("forgejo", "forgejo", two_lines(extra=extra), url=url)
+        checks.append(("forgejo", two_lines(extra=extra), dict(url=url)))
     # an operator moves the token file: the bind mount and tokenFile follow
     host = two_lines(extra='services.hive-ci-prefetch.output = "/run/hive-ci-token/token";')
     for generation in ("envhash", "forgejo"):
-        check_wiring(generation, "forgejo", host, output="/run/hive-ci-token/token")
+        checks.append((generation, host, dict(output="/run/hive-ci-token/token")))
+    prefetch([dict(host=h, runner=g, fixture=False, container=kw.get("container")) for g, h, kw in checks]
+             + [dict(host=h, runner=g, fixture=False) for g, h, kw in checks if kw.get("container")])
+    for generation, host, kw in checks:
+        check_wiring(generation, "forgejo", host, **kw)
 
 
 # Each configuration with what its failed assertions must say (one pattern
@@ -969,6 +1009,7 @@ ASSERTIONS = [
 
 @case(sanitize=False)
 def nix_hive_ci_assertions_say_what_to_set(env):
+    prefetch([dict(host=h, runner=g, fixture=False) for h, g, _ in ASSERTIONS])
     for host, generation, patterns in ASSERTIONS:
         got = failed(host, generation)
         assert len(got) == len(patterns), "%s (%s):\n%s" % (host, generation, "\n".join(got))
