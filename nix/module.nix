@@ -102,9 +102,9 @@ let
     ];
 
   # A real NixOS always has systemd.tmpfiles; the offline evaluation kit of
-  # the tests (../shared/nix-eval) does not, and defining an undeclared
-  # option fails even under mkIf false. The warning below makes the
-  # difference visible instead of silent.
+  # the tests (../shared/nix-eval) has it only in its `full` base, and
+  # defining an undeclared option fails even under mkIf false. The warning
+  # below makes the difference visible instead of silent.
   haveTmpfiles = options.systemd ? tmpfiles;
 
   # Forges on this host whose unit should be up first ("after" only: the
