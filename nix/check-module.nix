@@ -72,6 +72,10 @@ check (lib.elem containerUnit (words "Before")) "Before= does not name ${contain
   ++ check (
     viaCredential || cfg.tokenFormat == "env"
   ) "the runner reads ${cfg.output} as an EnvironmentFile, but tokenFormat is not \"env\""
+  # services.forgejo.runner's credential: the whole file is the token
+  ++ check (
+    !readsOutput "LoadCredential=TOKEN:" || cfg.tokenFormat == "raw"
+  ) "the runner reads ${cfg.output} as the bare token (LoadCredential=TOKEN:), but tokenFormat is not \"raw\""
   ++ check (
     !hostMode || !lib.any (lib.hasPrefix "ExecStartPre=") runnerLines
   ) "registration is \"host\" but the runner unit still registers itself (ExecStartPre=)"

@@ -538,6 +538,11 @@ def nix_flake_module_check_passes_and_can_fail(env):
     assert check_module({"tokenFormat": "raw"}, runner="labels") == [
         'the runner reads /run/hive-ci/runner-token as an EnvironmentFile, '
         'but tokenFormat is not "env"']
+    assert check_module({"tokenFormat": "raw", "runnerFile": "/var/lib/forgejo-runner/hive/.runner"},
+                        runner="forgejo") == []
+    assert check_module(runner="forgejo") == [
+        'the runner reads /run/hive-ci/runner-token as the bare token (LoadCredential=TOKEN:), '
+        'but tokenFormat is not "raw"']
     forgejo = module_text(FORGEJO)
     assert check_module(imports=[forgejo], base="full") == []
     broken = check_module(extra=[
