@@ -647,10 +647,6 @@ def src_path(project):
 def nix_package_source_has_what_the_build_reads_and_no_build_products(env):
     need_kit()
     tree = tracked_copy()
-    # what this test needs even before it is committed
-    for name in ("nix/admin-token.sh", "nix/hive-ci.nix", "tests/test_admin_token.py"):
-        if not os.path.exists(os.path.join(tree, name)):
-            shutil.copy2(os.path.join(TOP, name), os.path.join(tree, name))
     clean = src_path(tree)
     strays = ["hive-ci-prefetch", "build/main.o", "build/main.d", "build/test_token",
               "build/asan/hive-ci-prefetch", "build/fuzz/corpus-runner/0a1b", "src/main.o",
@@ -784,8 +780,6 @@ def nix_flake_exports_a_module_value_and_a_module_check(env):
     # the module check covers services.hyperhive.ci: a copy whose container
     # keeps the runner module's own registration fails it
     tree = tracked_copy()
-    for name in ("nix/admin-token.sh", "nix/hive-ci.nix"):
-        shutil.copy2(os.path.join(TOP, name), os.path.join(tree, name))
     path = os.path.join(tree, "nix", "hive-ci.nix")
     text = open(path).read()
     broken = text.replace("systemd.services.${unit}.serviceConfig.ExecStartPre = mkForce [ ];",
