@@ -6,7 +6,9 @@
   lib,
   # The host's evaluated config.
   config,
-  # Text of the container's gitea-runner-<instance>.service, or null.
+  # Text of the container's runner unit that reads the token file
+  # (gitea-runner-<instance>.service, or the forgejo-runner@<name>.service
+  # drop-in), or null.
   runnerUnitText ? null,
 }:
 let
@@ -31,7 +33,14 @@ let
     "--retry-timeout=${toString cfg.retryTimeout}"
     "--state-file=${stateArg}"
     "--token-format=${cfg.tokenFormat}"
+    "--registration=${cfg.registration}"
+  ]
+  ++ lib.optional (cfg.forgeUser != null) "--forge-user=${toString cfg.forgeUser}"
+  ++ lib.optionals hostMode [
+    "--runner-name=${cfg.runnerName}"
+    "--labels=${lib.concatStringsSep "," cfg.labels}"
   ];
+  hostMode = cfg.registration == "host";
 
   forges =
     lib.optional (config.services.forgejo.enable or false) "forgejo.service"
@@ -45,6 +54,10 @@ let
   viaCredential = readsOutput "LoadCredential=";
 
   check = ok: msg: lib.optional (!ok) msg;
+
+  # services.hyperhive.ci: the admin token's oneshot comes first.
+  ci = config.services.hyperhive.ci or { enable = false; };
+  admin = config.systemd.services.hive-ci-admin-token or null;
 in
 check (lib.elem containerUnit (words "Before")) "Before= does not name ${containerUnit}"
 ++ check (lib.elem containerUnit (words "PartOf")) "PartOf= does not name ${containerUnit}"
@@ -59,4 +72,19 @@ check (lib.elem containerUnit (words "Before")) "Before= does not name ${contain
   ++ check (
     viaCredential || cfg.tokenFormat == "env"
   ) "the runner reads ${cfg.output} as an EnvironmentFile, but tokenFormat is not \"env\""
+  # services.forgejo.runner's credential: the whole file is the token
+  ++ check (
+    !readsOutput "LoadCredential=TOKEN:" || cfg.tokenFormat == "raw"
+  ) "the runner reads ${cfg.output} as the bare token (LoadCredential=TOKEN:), but tokenFormat is not \"raw\""
+  ++ check (
+    !hostMode || !lib.any (lib.hasPrefix "ExecStartPre=") runnerLines
+  ) "registration is \"host\" but the runner unit still registers itself (ExecStartPre=)"
+)
+++ check (!hostMode || lib.elem "CAP_CHOWN" (words "CapabilityBoundingSet")) "registration is \"host\" but CapabilityBoundingSet= lacks CAP_CHOWN"
+++ check (
+  cfg.forgeUser == null || lib.elem "AF_NETLINK" (words "RestrictAddressFamilies")
+) "--forge-user is given but RestrictAddressFamilies= lacks AF_NETLINK"
+++ lib.optionals (ci.enable && ci.adminToken.enable) (
+  check (admin != null && lib.elem "hive-ci-prefetch.service" admin.before) "hive-ci-admin-token.service does not run before the unit"
+  ++ check (admin != null && lib.all (f: lib.elem f admin.after) forges) "hive-ci-admin-token.service does not run after the forge's unit"
 )

@@ -1,7 +1,14 @@
 # services.hive-ci-prefetch: before the CI runner's nixos-container starts,
-# check that its .runner is still registered at the forge and write the
-# runner's token file (the current registration token, else the remembered
-# one, else a placeholder; TOKEN=<value> or the raw value, see tokenFormat).
+# check that its .runner is still registered at the Forgejo or Gitea forge
+# and write the runner's token file. With registration = "container" the
+# file holds the current registration token (else the remembered one, else
+# a placeholder) and the runner module registers inside the container; with
+# registration = "host" the tool registers the runner itself, writes .runner
+# into the container, and the file holds only a placeholder. TOKEN=<value>
+# or the raw value, see tokenFormat.
+#
+# services.hyperhive.ci (./hive-ci.nix, imported below) declares the
+# container and its runner and sets all of this from one switch.
 {
   config,
   options,
@@ -95,18 +102,47 @@ let
     ];
 
   # A real NixOS always has systemd.tmpfiles; the offline evaluation kit of
-  # the tests (../shared/nix-eval) does not, and defining an undeclared
-  # option fails even under mkIf false. The warning below makes the
-  # difference visible instead of silent.
+  # the tests (../shared/nix-eval) has it only in its `full` base, and
+  # defining an undeclared option fails even under mkIf false. The warning
+  # below makes the difference visible instead of silent.
   haveTmpfiles = options.systemd ? tmpfiles;
 
   # Forges on this host whose unit should be up first ("after" only: the
   # tool waits for the forge and its admin token up to retryTimeout, and
   # the container must still start when the forge is down). `or false`:
   # evaluates on systems that lack the option (the offline kit).
-  forgeUnits =
-    lib.optional (config.services.forgejo.enable or false) "forgejo.service"
-    ++ lib.optional (config.services.gitea.enable or false) "gitea.service";
+  forgejoOn = config.services.forgejo.enable or false;
+  giteaOn = config.services.gitea.enable or false;
+  forgeUnits = lib.optional forgejoOn "forgejo.service" ++ lib.optional giteaOn "gitea.service";
+
+  hostMode = cfg.registration == "host";
+
+  # The host part of forgeUrl (brackets kept for IPv6), or null.
+  urlHost =
+    let
+      m = builtins.match "[A-Za-z][A-Za-z0-9+.-]*://(\\[[^]]*]|[^]/:?#[]*)(:[0-9]*)?([/?#].*)?" cfg.forgeUrl;
+    in
+    if m == null then null else lib.toLower (lib.head m);
+  urlScheme = lib.toLower (lib.head (lib.splitString ":" cfg.forgeUrl));
+  # What the tool accepts as loopback for --forge-user over plain http
+  # (localhost included here, so that this assertion never refuses what the
+  # tool might accept; the tool has the last word).
+  loopback =
+    h:
+    h != null
+    && (
+      lib.hasPrefix "127." h
+      || lib.elem h [
+        "localhost"
+        "[::1]"
+        "[0:0:0:0:0:0:0:1]"
+        "[::ffff:127.0.0.1]"
+      ]
+    );
+
+  # The file is at or below the container root, which the container owns:
+  # a symlink there could send the tool's write anywhere.
+  underRoot = f: f == cfg.containerRoot || lib.hasPrefix "${cfg.containerRoot}/" f;
 
   args = [
     (lib.getExe cfg.package)
@@ -125,6 +161,17 @@ let
   ++ lib.optional (!cfg.cleanup) "--no-cleanup"
   ++ lib.optional (cfg.unixSocket != null) "--unix-socket=${cfg.unixSocket}"
   ++ lib.optional (cfg.caFile != null) "--ca-file=${cfg.caFile}"
+  ++ lib.optional (cfg.forgeUser != null) "--forge-user=${toString cfg.forgeUser}"
+  ++ [ "--registration=${cfg.registration}" ]
+  # Only the host registers with these; in container mode the runner
+  # module's own settings (its instance's name and labels) apply.
+  ++ lib.optionals hostMode (
+    [
+      "--runner-name=${cfg.runnerName}"
+      "--labels=${lib.concatStringsSep "," cfg.labels}"
+    ]
+    ++ lib.optional (cfg.runnerAddress != null) "--runner-address=${cfg.runnerAddress}"
+  )
   ++ cfg.extraArgs;
 
   # The same sandbox as contrib/systemd/hive-ci-prefetch.service; the reasons
@@ -134,8 +181,12 @@ let
     # reading the forge's admin token file and the container's .runner
     # (owned by other uids, possibly 0600, behind 0700 directories) and
     # unlinking .runner in a directory owned by the runner's DynamicUser.
-    # No sticky directory and no chmod/utime of foreign files: no CAP_FOWNER.
-    CapabilityBoundingSet = [ "CAP_DAC_OVERRIDE" ];
+    # In host mode also CAP_CHOWN: the .runner it writes and the directories
+    # it creates get the runner's owner. Still no CAP_FOWNER: no directory
+    # involved is sticky, and the tool sets the mode of what it creates
+    # while it still owns it (fchmod before fchown); a chmod after the chown
+    # would need CAP_FOWNER and fail here with EPERM.
+    CapabilityBoundingSet = [ "CAP_DAC_OVERRIDE" ] ++ lib.optional hostMode "CAP_CHOWN";
     NoNewPrivileges = true;
 
     ProtectSystem = "strict";
@@ -157,13 +208,16 @@ let
     ProtectHostname = true;
     ProtectProc = "invisible";
 
-    # It talks to the forge over loopback, the network or a Unix socket.
+    # It talks to the forge over loopback, the network or a Unix socket;
+    # with --forge-user it asks the kernel (NETLINK_SOCK_DIAG) which uid
+    # holds the forge's port.
     PrivateNetwork = false;
     RestrictAddressFamilies = [
       "AF_UNIX"
       "AF_INET"
       "AF_INET6"
-    ];
+    ]
+    ++ lib.optional (cfg.forgeUser != null) "AF_NETLINK";
 
     RestrictNamespaces = true;
     RestrictRealtime = true;
@@ -178,6 +232,8 @@ let
   };
 in
 {
+  imports = [ ./hive-ci.nix ];
+
   options.services.hive-ci-prefetch = {
     enable = lib.mkEnableOption "the CI runner registration check and token fetch before its container starts";
 
@@ -193,7 +249,39 @@ in
     forgeUrl = mkOption {
       type = types.str;
       default = "http://127.0.0.1:3000";
-      description = "Base URL of the Forgejo forge.";
+      description = ''
+        Base URL of the Forgejo or Gitea forge, as the host reaches it.
+      '';
+    };
+
+    forgeUser = mkOption {
+      type = types.nullOr (types.either types.ints.u32 (types.strMatching "[A-Za-z_][A-Za-z0-9_.-]*[$]?"));
+      default =
+        if forgejoOn then
+          config.services.forgejo.user
+        else if giteaOn then
+          config.services.gitea.user
+        else
+          null;
+      defaultText = lib.literalMD ''
+        {option}`services.forgejo.user` when {option}`services.forgejo.enable`
+        is set on this host, else {option}`services.gitea.user` when
+        {option}`services.gitea.enable` is, else `null`
+      '';
+      example = "forgejo";
+      description = ''
+        User (name or numeric uid) that must own the forge's server socket.
+        Before the first request on every connection the tool checks who
+        holds the other end (TCP on loopback: the listening socket's owner as
+        the kernel reports it; {option}`unixSocket`: `SO_PEERCRED`) and sends
+        nothing, not the admin token either, to any other owner (exit 69).
+        This stops a CI job that binds the forge's port while the forge
+        restarts (the container shares the host's network) from receiving
+        the admin token. Passed as `--forge-user`; the unit may then use
+        `AF_NETLINK`. The tool refuses it with a plain-http
+        {option}`forgeUrl` whose host is not a loopback address. `null`: no
+        check.
+      '';
     };
 
     unixSocket = mkOption {
@@ -251,6 +339,12 @@ in
       description = ''
         Path of the runner's `.runner` file as seen inside the container.
         It is resolved inside {option}`containerRoot`, symlinks included.
+        For `services.gitea-actions-runner.instances.<name>` (every
+        generation) it is `/var/lib/gitea-runner/<name>/.runner`; for
+        `services.forgejo.runner.instances.<attr>` it is
+        `/var/lib/forgejo-runner/<instance name>/.runner` (the instance's
+        `name`, which is also its unit `forgejo-runner@<name>`).
+        {option}`services.hyperhive.ci` sets it.
       '';
     };
 
@@ -285,9 +379,71 @@ in
       default = "env";
       description = ''
         How the token file holds the token: `env` writes `TOKEN=<value>`,
-        for runner modules that read {option}`tokenFile` as an
-        `EnvironmentFile=`; `raw` writes the bare value, which newer
-        nixpkgs runner modules (`LoadCredential=`) prefer.
+        `raw` the bare value. It must be what the container's runner module
+        reads from its `tokenFile`:
+
+        - `services.gitea-actions-runner` up to NixOS 25.11, and the same
+          module after nixpkgs PR 516679 (NixOS 26.05): `EnvironmentFile=`,
+          so `env` (a bare value leaves `$TOKEN` empty and registration
+          fails);
+        - `services.gitea-actions-runner` with nixpkgs PR 559010 (open, not
+          in a release): `LoadCredential=`, `raw` (`env` still works there,
+          deprecated and warned about at every start);
+        - `services.forgejo.runner` (NixOS 26.05 and later):
+          `LoadCredential=`, `raw` only (`TOKEN=<value>` would be sent as the
+          token and fail).
+
+        In host registration the file holds only the placeholder, but the
+        runner unit still needs it readable. {option}`services.hyperhive.ci`
+        sets this from the runner module it chose.
+      '';
+    };
+
+    registration = mkOption {
+      type = types.enum [
+        "container"
+        "host"
+      ];
+      default = "container";
+      description = ''
+        Who registers the runner. `container`: the runner module's
+        `ExecStartPre` inside the container, with the registration token
+        this unit writes to {option}`output`. `host`: the tool registers the
+        runner through the runners' own protocol, writes `.runner` into the
+        container (owned by the runner's dynamic user) and writes only
+        `TOKEN=placeholder` to {option}`output`, so no forge-wide secret
+        enters the container; the runner module's `ExecStartPre` must then
+        be disabled (`lib.mkForce [ ]`), or it would delete the host's
+        `.runner` and register with the placeholder. Passed as
+        `--registration`; `host` gives the unit `CAP_CHOWN`.
+      '';
+    };
+
+    runnerName = mkOption {
+      type = types.strMatching "[^[:cntrl:]]{1,255}";
+      default = "hive";
+      description = "The runner's name at the forge when the host registers it (`--runner-name`, host registration only).";
+    };
+
+    labels = mkOption {
+      type = types.listOf (types.strMatching "[^,[:space:][:cntrl:]]+");
+      default = [ "hive-ci:host" ];
+      description = ''
+        The runner's labels in full form (`name:host`,
+        `name:docker://image`), written into `.runner` when the host
+        registers (`--labels`, host registration only). They must match the
+        runner instance's `labels`.
+      '';
+    };
+
+    runnerAddress = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "http://127.0.0.1:3000";
+      description = ''
+        The forge's URL as the runner in the container reaches it, written
+        as `address` into `.runner` (`--runner-address`, host registration
+        only). `null`: {option}`forgeUrl`. Needed with {option}`unixSocket`.
       '';
     };
 
@@ -313,7 +469,12 @@ in
     retryTimeout = mkOption {
       type = types.ints.between 0 86400;
       default = 30;
-      description = "How many seconds to keep asking the forge for a registration token.";
+      description = ''
+        Seconds each step may take, whatever the forge does: the wait for
+        the admin token file together with the runner's lookup, and
+        separately the registration-token fetch (see the manual page for
+        the steps of host registration).
+      '';
     };
 
     extraArgs = mkOption {
@@ -327,13 +488,32 @@ in
   config = lib.mkIf cfg.enable (
     lib.mkMerge [
       {
-        assertions = map (
-          { name, file }:
-          {
-            assertion = !sharedDir (dirOf file);
-            message = "services.hive-ci-prefetch.${name} = \"${file}\": its directory ${dirOf file} would be made writable for the unit and created or chmodded root 0700; give the file a directory of its own (e.g. /run/hive-ci/runner-token, /var/lib/hive-ci-prefetch/hive-ci.json).";
-          }
-        ) writtenFiles;
+        assertions =
+          map (
+            { name, file }:
+            {
+              assertion = !sharedDir (dirOf file);
+              message = "services.hive-ci-prefetch.${name} = \"${file}\": its directory ${dirOf file} would be made writable for the unit and created or chmodded root 0700; give the file a directory of its own (e.g. /run/hive-ci/runner-token, /var/lib/hive-ci-prefetch/hive-ci.json).";
+            }
+          ) writtenFiles
+          ++ map (
+            { name, file }:
+            {
+              assertion = !underRoot file;
+              message = "services.hive-ci-prefetch.${name} = \"${file}\" is inside the container root ${cfg.containerRoot}, which the container controls (a symlink there could redirect the write); put it on the host, e.g. /run/hive-ci/runner-token or /var/lib/hive-ci-prefetch/${cfg.containerName}.json.";
+            }
+          ) writtenFiles
+          ++ [
+            {
+              assertion =
+                cfg.forgeUser == null || cfg.unixSocket != null || urlScheme == "https" || loopback urlHost;
+              message = "services.hive-ci-prefetch.forgeUser = \"${toString cfg.forgeUser}\" with forgeUrl = \"${cfg.forgeUrl}\": the tool checks the owner of a plain-http forge only on a loopback address (and refuses this with exit 64); set forgeUrl to http://127.0.0.1:<port> of the forge on this host, use https, or set forgeUser = null for a forge elsewhere.";
+            }
+            {
+              assertion = cfg.unixSocket == null || !hostMode || cfg.runnerAddress != null;
+              message = "services.hive-ci-prefetch.registration = \"host\" with unixSocket: set runnerAddress to the forge's URL as the runner in the container reaches it (it is written into .runner).";
+            }
+          ];
 
         warnings = lib.optional (otherDirs != [ ] && !haveTmpfiles) "services.hive-ci-prefetch: this system has no systemd.tmpfiles; ${lib.concatStringsSep ", " otherDirs} will not be created.";
 
@@ -362,6 +542,20 @@ in
             # Not lib.escapeShellArgs: systemd also expands % specifiers and
             # $VAR in ExecStart=, which this escapes (a URL may well hold %).
             ExecStart = utils.escapeSystemdExecArgs args;
+          }
+          // lib.optionalAttrs hostMode {
+            # Host registration writes .runner before the container's first
+            # start, when its root may not exist yet: ReadWritePaths= skips
+            # a missing path ("-"), and below ProtectSystem=strict the tool
+            # could not create it. Made here, outside the sandbox ("+"),
+            # 0755 root as nixos-containers makes it; never chmodded after.
+            ExecStartPre = "+" + utils.escapeSystemdExecArgs [
+              "${pkgs.coreutils}/bin/mkdir"
+              "-p"
+              "-m"
+              "0755"
+              cfg.containerRoot
+            ];
           }
           // lib.optionalAttrs (runtimeDirs != [ ]) {
             RuntimeDirectory = runtimeDirs;

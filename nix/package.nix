@@ -17,7 +17,8 @@ stdenv.mkDerivation {
   # result links, fuzzer crash files, whatever a future rule leaves behind)
   # can reach the sandbox, where its fresh mtime would make make skip the
   # real build. Files of other kinds (Nix files, docs, CI, bench) stay out
-  # too, so editing them does not rebuild the program. Builds from the
+  # too, so editing them does not rebuild the program; of nix/ only the
+  # admin token script is in, which tests/test_admin_token.py runs. Builds from the
   # flake and from a working tree (the module's default) get the same tree.
   src =
     let
@@ -39,6 +40,7 @@ stdenv.mkDerivation {
           "sh"
         ] ../tests)
         ../tests/sleep_overshoot.c # LD_PRELOAD shim built by make check
+        ../nix/admin-token.sh # run by tests/test_admin_token.py
         (withExt [ "c" ] ../tests/unit)
         (withExt [ "c" ] ../tests/fuzz)
         ../tests/fuzz/corpus
@@ -95,10 +97,13 @@ stdenv.mkDerivation {
     description = "Check a CI runner's forge registration and fetch its token before its container starts";
     longDescription = ''
       hive-ci-prefetch runs on the host before the hive-ci nixos-container
-      starts. It asks the Forgejo forge whether the runner's .runner file
-      inside the container is still registered, deletes the file if not, and
-      writes TOKEN=<registration token> (or TOKEN=placeholder) to a file the
-      container reads as the runner's EnvironmentFile.
+      starts. It asks the Forgejo or Gitea forge whether the runner's
+      .runner file inside the container is still registered, and deletes
+      the file if not. Either it writes the forge's registration token
+      (else the one remembered, else a placeholder) to the runner's token
+      file, as TOKEN=<value> or the bare value, for the runner module to
+      register with; or it registers the runner itself and writes .runner,
+      so that no forge-wide secret enters the container.
     '';
     license = lib.licenses.mit;
     platforms = lib.platforms.linux;
