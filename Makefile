@@ -22,12 +22,14 @@ override CFLAGS += -std=gnu11 -D_GNU_SOURCE -DVERSION='"$(VERSION)"' -Iinclude $
 override LDFLAGS += -Wl,-z,relro,-z,now
 
 B = build
-# The pure parts: unit-tested and fuzzed without a network or a filesystem.
-PURE_SRCS = src/answer.c src/decide.c src/options.c src/reason.c src/runner.c src/token.c src/utf8.c
-# The state file's list rules and the clean-up's judge are pure too; their
-# I/O (files; the forge client) comes along.
-UNIT_SRCS = $(PURE_SRCS) src/state.c src/atomic.c src/fileio.c src/ghosts.c src/forge.c \
-	    src/forge_api.c src/log.c src/peer.c src/wipe_alloc.c
+# What the fuzzers take apart: the forge's answers and .runner (pure).
+FUZZ_SRCS = src/answer.c src/runner.c src/token.c src/utf8.c
+# The decisions, their sentences and the command line are pure too; the
+# unit tests link everything else but main.c, whose I/O (files, the forge
+# client) comes along with the state file's rules and the clean-up's judge.
+PURE_SRCS = $(FUZZ_SRCS) src/decide.c src/options.c src/reason.c
+UNIT_SRCS = $(PURE_SRCS) src/state.c src/atomic.c src/fileio.c src/ghosts.c \
+	    src/forge.c src/forge_api.c src/log.c src/peer.c src/wipe_alloc.c
 SRCS      = $(PURE_SRCS) src/atomic.c src/container.c src/fileio.c src/flow.c src/forge.c \
 	    src/forge_api.c src/ghosts.c src/log.c src/main.c src/output.c src/peer.c src/secret.c \
 	    src/state.c src/wipe_alloc.c
@@ -52,8 +54,8 @@ $(B)/%.o: src/%.c | $(B)
 $(B)/test_%: tests/unit/test_%.c $(UNIT_SRCS) $(wildcard include/*.h) | $(B)
 	$(CC) $(CFLAGS) $(SANITIZE) $(DEPS_CFLAGS) -o $@ $< $(UNIT_SRCS) $(CMOCKA_LIBS) $(DEPS_LIBS)
 
-$(B)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(PURE_SRCS) $(wildcard include/*.h) | $(B)
-	$(CC) $(CFLAGS) $(SANITIZE) $(DEPS_CFLAGS) -o $@ $< tests/fuzz/replay.c $(PURE_SRCS) $(DEPS_LIBS)
+$(B)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(FUZZ_SRCS) $(wildcard include/*.h) | $(B)
+	$(CC) $(CFLAGS) $(SANITIZE) $(DEPS_CFLAGS) -o $@ $< tests/fuzz/replay.c $(FUZZ_SRCS) $(DEPS_LIBS)
 
 $(B)/json_check: tests/unit/json_check.c | $(B)
 	$(CC) $(CFLAGS) $(DEPS_CFLAGS) -o $@ $< $(DEPS_LIBS)
@@ -61,6 +63,10 @@ $(B)/json_check: tests/unit/json_check.c | $(B)
 # LD_PRELOAD shim for the integration tests: sleeps that overshoot.
 $(B)/sleep_overshoot.so: tests/sleep_overshoot.c | $(B)
 	$(CC) $(CFLAGS) -shared -fPIC -o $@ $< -ldl
+
+# LD_PRELOAD shim for the integration tests: libcurl cannot be set up.
+$(B)/curl_init_fails.so: tests/curl_init_fails.c | $(B)
+	$(CC) $(CFLAGS) -shared -fPIC -o $@ $<
 
 # The same program with the sanitizers, for a second integration run.
 $(B)/asan/$(PROG): $(SRCS) $(wildcard include/*.h) | $(B)
@@ -72,7 +78,7 @@ fuzz:
 	@mkdir -p $(B)/fuzz
 	@for t in $(FUZZERS); do \
 		clang $(filter-out -MMD -MP,$(CFLAGS)) -g -O1 -fsanitize=fuzzer,address,undefined $(DEPS_CFLAGS) \
-			-o $(B)/fuzz/$$t tests/fuzz/fuzz_$$t.c $(PURE_SRCS) $(DEPS_LIBS) || exit 1; \
+			-o $(B)/fuzz/$$t tests/fuzz/fuzz_$$t.c $(FUZZ_SRCS) $(DEPS_LIBS) || exit 1; \
 		mkdir -p $(B)/fuzz/corpus-$$t; \
 		$(B)/fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=4096 \
 			$(B)/fuzz/corpus-$$t tests/fuzz/corpus/$$t || exit 1; \
@@ -85,7 +91,7 @@ deps:
 	@sh tests/deps.sh
 
 check: deps
-	@$(MAKE) --no-print-directory $(PROG) $(UNIT) $(REPLAYS) $(B)/json_check $(B)/sleep_overshoot.so \
+	@$(MAKE) --no-print-directory $(PROG) $(UNIT) $(REPLAYS) $(B)/json_check $(B)/sleep_overshoot.so $(B)/curl_init_fails.so \
 		$(B)/asan/$(PROG)
 	@$(PYTHON) tests/check.py --binary ./$(PROG) --asan-binary $(B)/asan/$(PROG) $(UNIT) \
 		$(foreach t,$(FUZZERS),--replay $(B)/replay_$(t)=tests/fuzz/corpus/$(t))

@@ -34,14 +34,15 @@
 #include "fileio.h"
 #include "container.h"
 
-#define OPENAT2_EAGAIN_TRIES   16 /* at once, before backing off */
-#define OPENAT2_BACKOFF_MAX_MS 50
+#define OPENAT2_EAGAIN_TRIES   16 /* at once, then a pause, then again */
+#define OPENAT2_BACKOFF_MAX_MS 10
 
 /* EAGAIN: a rename or mount anywhere raced a lookup that went through
  * "..", and the kernel asks us to try again rather than risk a wrong
- * answer.  A process in the container can keep renaming: after a few
- * immediate tries, back off (1 ms, doubling up to 50 ms) until the
- * deadline. */
+ * answer.  A process in the container can rename without pause, and make
+ * the lookup long (a symlink of hundreds of ".."), so that most tries
+ * fail: tries come in rounds of 16, with a pause between rounds (1 ms,
+ * doubling up to 10 ms), until the deadline. */
 static int openat2_in_root(int root_fd, const char *path, int flags, int64_t deadline_ms)
 {
 	struct open_how how = {
@@ -58,7 +59,7 @@ static int openat2_in_root(int root_fd, const char *path, int flags, int64_t dea
 			return (int)fd;
 		if (errno != EAGAIN && errno != EINTR)
 			return -errno;
-		if (i < OPENAT2_EAGAIN_TRIES)
+		if ((i + 1) % OPENAT2_EAGAIN_TRIES != 0)
 			continue;
 		left = deadline_ms - clock_now_ms();
 		if (left <= 0)
