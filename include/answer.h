@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "runner.h"
+#include "token.h"
 
 #define ANSWER_BODY_MAX (64 * 1024)
 
@@ -18,12 +19,15 @@ struct forge_answer {
 	const char *error;	/* status 0: why, for messages (never holds a secret) */
 	bool tls_failed;	/* status 0: TLS failed in a way asking again cannot fix */
 	bool wrong_peer;	/* status 0: the forge's end is not --forge-user's: nothing sent */
+	bool not_sent;		/* status 0: the request never left (no connection) */
 };
 
 enum route_kind {
 	ROUTE_LOOKUP,  /* GET .../runners/{id} of the runner in .runner */
 	ROUTE_TOKEN,   /* GET or POST .../runners/registration-token */
 	ROUTE_CLEANUP, /* GET or DELETE .../runners/{id} of a superseded runner */
+	ROUTE_REGISTER, /* the runners' protocol: Register */
+	ROUTE_DECLARE,	/* the runners' protocol: Declare, with a runner's credentials */
 };
 
 enum verdict {
@@ -43,8 +47,9 @@ enum verdict {
  * parsed (to tell a JSON error from the router's plain-text page). */
 enum verdict answer_classify(const struct forge_answer *a, enum route_kind kind);
 
-/* True when a request that got this verdict should be asked again. */
-bool answer_is_retryable(enum verdict v, enum route_kind kind);
+/* True when a request that got answer a and this verdict should be asked
+ * again. */
+bool answer_is_retryable(const struct forge_answer *a, enum verdict v, enum route_kind kind);
 
 /* From a 200 lookup answer: the object of runner id, its identity, status
  * and scope (see runner_parse_object).  Returns 0, or -EBADMSG when the
@@ -56,6 +61,26 @@ int answer_runner(const struct forge_answer *a, int64_t id, struct runner_info *
  * registration token.  Returns 0 and a malloc'ed copy in *token (the caller
  * wipes it), or -EBADMSG when the body is not that. */
 int answer_token(const struct forge_answer *a, char **token);
+
+/* A runner the runners' protocol answered with: Register's, or Declare's
+ * (whose token is left empty). */
+struct proto_runner {
+	int64_t id;
+	char uuid[RUNNER_UUID_MAX + 1];
+	char name[RUNNER_NAME_MAX + 1];
+	char token[TOKEN_MAX + 1]; /* the runner's own secret: wiped by its holder */
+};
+
+/* From a 200 answer of Register (need_token) or Declare: a JSON object whose
+ * "runner" has an "id" that is a decimal string of at least 1 (protojson
+ * writes int64 as strings), a "uuid", a "name" and, for Register, a "token"
+ * of the token alphabet.  Returns 0, or -EBADMSG when the body is not
+ * that. */
+int answer_proto_runner(const struct forge_answer *a, bool need_token, struct proto_runner *r);
+
+/* The forge's JSON "message", made printable and cut to fit buf ("" when
+ * there is none): for the sentences of a refusal.  Returns buf. */
+char *answer_message(const struct forge_answer *a, char *buf, size_t n);
 
 /* What a 401 or 403 says about the admin token, from the forge's JSON
  * message. */

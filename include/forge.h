@@ -54,3 +54,12 @@ int64_t forge_deadline(int64_t step_deadline_ms);
  * VERDICT_NO_ANSWER. */
 enum verdict forge_ask(struct forge *f, const char *method, const char *path, enum route_kind kind,
 		       int64_t deadline_ms, struct forge_answer *a);
+
+/* POSTs body (JSON) to the runners' own protocol, method ("Register",
+ * "Declare") at /api/actions/runner.v1.RunnerService/, with the header lines
+ * given (NULL-terminated; they may hold a runner's credentials: libcurl's
+ * copies are wiped) and never the admin token.  Asks again as forge_ask
+ * does; a Register only while it cannot have reached the forge. */
+enum verdict forge_call_runner(struct forge *f, const char *method, const char *body,
+			       size_t body_len, const char *const *headers, enum route_kind kind,
+			       int64_t deadline_ms, struct forge_answer *a);

@@ -10,6 +10,9 @@
 #include "output.h"
 #include "program.h"
 
+#define OPTIONS_LABELS_MAX 32
+#define OPTIONS_LABELS_BUF 2048
+
 struct options {
 	const char *forge_url;
 	bool forge_https;	 /* its scheme */
@@ -25,6 +28,12 @@ struct options {
 	int64_t retry_timeout_ms;
 	const char *state_file; /* NULL: remember nothing */
 	enum token_format token_format;
+	bool host_registration; /* --registration=host: the tool registers, and writes .runner */
+	const char *runner_name;
+	const char *runner_address; /* as the container reaches the forge: --forge-url by default */
+	const char *labels[OPTIONS_LABELS_MAX]; /* full form, name:host ...; point into labels_buf */
+	size_t n_labels;
+	char labels_buf[OPTIONS_LABELS_BUF];
 	bool placeholder_on_keep;
 	bool cleanup;
 	bool reregister;

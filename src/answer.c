@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +25,43 @@ static bool body_is_json_object(const struct forge_answer *a)
 	return is_object;
 }
 
+/* A connect-go error, {"code": ..., "message": ...}: is it code, and (when
+ * words is not NULL) does its message hold words? */
+static bool connect_error(const struct forge_answer *a, const char *code, const char *words)
+{
+	json_t *j = body_json(a);
+	const char *c = json_string_value(json_object_get(j, "code"));
+	const char *m = json_string_value(json_object_get(j, "message"));
+	bool is = c && strcmp(c, code) == 0 && (!words || (m && strstr(m, words)));
+
+	json_decref(j);
+	return is;
+}
+
+/* The runners' protocol (FORGE-API.md): its errors are connect-go's. */
+static enum verdict classify_runner_call(const struct forge_answer *a, enum route_kind kind)
+{
+	long s = a->status;
+
+	if (s == 200)
+		return VERDICT_OK;
+	if (s == 404) /* no such service: Actions disabled, or a forge before 1.21/7 */
+		return VERDICT_NO_ROUTE;
+	/* Declare with credentials the forge does not know: Forgejo 11+ says
+	 * 401 unauthenticated; Gitea and Forgejo 7 to 10 500 unknown. */
+	if (kind == ROUTE_DECLARE &&
+	    ((s == 401 && connect_error(a, "unauthenticated", NULL)) ||
+	     (s == 500 && connect_error(a, "unknown", "unregistered runner"))))
+		return VERDICT_GONE;
+	/* A refused registration token is 400 invalid_argument, or a 500 unknown:
+	 * a connect-go error is an answer, not a busy forge. */
+	if (s == 500 && (connect_error(a, "unknown", NULL) || connect_error(a, "internal", NULL)))
+		return VERDICT_UNEXPECTED;
+	if (s == 408 || s == 429 || (s >= 500 && s <= 599))
+		return VERDICT_TRANSIENT;
+	return VERDICT_UNEXPECTED;
+}
+
 enum verdict answer_classify(const struct forge_answer *a, enum route_kind kind)
 {
 	long s = a->status;
@@ -32,6 +70,8 @@ enum verdict answer_classify(const struct forge_answer *a, enum route_kind kind)
 		return VERDICT_WRONG_PEER;
 	if (s == 0)
 		return a->tls_failed ? VERDICT_TLS_FAILED : VERDICT_NO_ANSWER;
+	if (kind == ROUTE_REGISTER || kind == ROUTE_DECLARE)
+		return classify_runner_call(a, kind);
 	if (s == 200)
 		return VERDICT_OK;
 	if (s == 401 || s == 403)
@@ -58,15 +98,17 @@ enum verdict answer_classify(const struct forge_answer *a, enum route_kind kind)
 	return VERDICT_UNEXPECTED;
 }
 
-bool answer_is_retryable(enum verdict v, enum route_kind kind)
+bool answer_is_retryable(const struct forge_answer *a, enum verdict v, enum route_kind kind)
 {
-	/* A lookup with no answer keeps .runner at once: the runner that the
-	 * forge cannot be asked about is given the benefit of the doubt.  The
-	 * clean-up is never worth a retry: a later boot tries again. */
+	/* A lookup (or a Declare) with no answer keeps .runner at once: the
+	 * runner that the forge cannot be asked about is given the benefit of
+	 * the doubt.  The clean-up is never worth a retry: a later boot tries
+	 * again.  A Register that may have reached the forge is not sent again:
+	 * it would leave a runner behind. */
 	if (kind == ROUTE_CLEANUP)
 		return false;
 	if (v == VERDICT_NO_ANSWER)
-		return kind == ROUTE_TOKEN;
+		return kind == ROUTE_TOKEN || (kind == ROUTE_REGISTER && a->not_sent);
 	return v == VERDICT_TRANSIENT;
 }
 
@@ -106,6 +148,51 @@ enum auth_problem answer_auth_problem(const struct forge_answer *a)
 		p = AUTH_NO_SCOPE;
 	json_decref(j);
 	return p;
+}
+
+int answer_proto_runner(const struct forge_answer *a, bool need_token, struct proto_runner *r)
+{
+	json_t *j = body_json(a), *runner = json_object_get(j, "runner");
+	const char *id = json_string_value(json_object_get(runner, "id"));
+	json_t *token = json_object_get(runner, "token");
+	char *end;
+	int r_ = -EBADMSG;
+
+	*r = (struct proto_runner){0};
+	if (!json_is_object(j) || !json_is_object(runner) || !id || id[0] < '1' || id[0] > '9')
+		goto out;
+	errno = 0;
+	r->id = strtoll(id, &end, 10);
+	if (errno || *end || r->id < 1)
+		goto out;
+	if (field_copy(json_object_get(runner, "uuid"), r->uuid, sizeof(r->uuid)) != FIELD_SET ||
+	    field_copy(json_object_get(runner, "name"), r->name, sizeof(r->name)) != FIELD_SET)
+		goto out;
+	if (need_token) {
+		if (!json_is_string(token) ||
+		    !token_is_valid(json_string_value(token), json_string_length(token)))
+			goto out;
+		memcpy(r->token, json_string_value(token), json_string_length(token) + 1);
+	}
+	r_ = 0;
+out:
+	if (r_ < 0)
+		explicit_bzero(r, sizeof(*r));
+	json_decref(j); /* the wiping allocator zeroes jansson's copy of the token */
+	return r_;
+}
+
+char *answer_message(const struct forge_answer *a, char *buf, size_t n)
+{
+	json_t *j = body_json(a);
+	const char *m = json_string_value(json_object_get(j, "message"));
+	size_t len = 0;
+
+	for (; m && *m && len + 1 < n; m++)
+		buf[len++] = *m >= ' ' && *m <= '~' ? *m : '?';
+	buf[len] = '\0';
+	json_decref(j);
+	return buf;
 }
 
 const char *verdict_name(enum verdict v)

@@ -307,16 +307,34 @@ void forge_free(struct forge *f)
  * next request on the handle.  A DELETE goes on a fresh connection: libcurl
  * silently sends a request again when a reused connection turns out to be
  * closed, and a request that deletes is sent exactly once. */
-static void set_method(CURL *c, const char *method)
+/* One request: what forge_ask and forge_call_runner send. */
+struct request {
+	const char *method;	    /* GET, POST or DELETE */
+	const char *path;	    /* below the forge's URL */
+	const char *shown;	    /* how messages name it */
+	enum route_kind kind;
+	const char *body;	    /* POST: the body, NULL for an empty one */
+	size_t body_len;
+	struct curl_slist *headers; /* the header lines (the admin token's, or others) */
+};
+
+/* Sets the method and body: GET, POST (with the body, or an empty one:
+ * Content-Length: 0) or DELETE.  Every request sets all these options, so
+ * none leaks into the next request on the handle.  A DELETE goes on a fresh
+ * connection: libcurl silently sends a request again when a reused
+ * connection turns out to be closed, and a request that deletes is sent
+ * exactly once. */
+static void set_method(CURL *c, const struct request *r)
 {
-	bool post = strcmp(method, "POST") == 0, delete = strcmp(method, "DELETE") == 0;
+	bool post = strcmp(r->method, "POST") == 0, delete = strcmp(r->method, "DELETE") == 0;
 
 	curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
-	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, delete ? method : NULL);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, delete ? r->method : NULL);
 	curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, delete ? 1L : 0L);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, r->headers);
 	if (post) {
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
-		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->body ? r->body : "");
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)(r->body ? r->body_len : 0));
 	}
 }
 
@@ -359,7 +377,7 @@ int forge_check_ca_file(const char *path)
 	return 0;
 }
 
-static void request(struct forge *f, const char *method, const char *path, int64_t timeout_ms,
+static void request(struct forge *f, const struct request *r, int64_t timeout_ms,
 		    struct forge_answer *a)
 {
 	_cleanup_(freep) char *url = NULL;
@@ -374,14 +392,14 @@ static void request(struct forge *f, const char *method, const char *path, int64
 	f->error[0] = '\0';
 	*a = (struct forge_answer){.retry_after_ms = -1, .error = "out of memory"};
 
-	if (asprintf(&url, "%s/api/v1%s", f->base, path) < 0) {
+	if (asprintf(&url, "%s%s", f->base, r->path) < 0) {
 		url = NULL;
 		return;
 	}
 	if (timeout_ms > REQUEST_TIMEOUT_MS)
 		timeout_ms = REQUEST_TIMEOUT_MS;
 	curl_easy_setopt(f->curl, CURLOPT_URL, url);
-	set_method(f->curl, method);
+	set_method(f->curl, r);
 	curl_easy_setopt(f->curl, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
 	curl_easy_setopt(f->curl, CURLOPT_CONNECTTIMEOUT_MS,
 			 (long)(timeout_ms < CONNECT_TIMEOUT_MS ? timeout_ms : CONNECT_TIMEOUT_MS));
@@ -401,10 +419,11 @@ static void request(struct forge *f, const char *method, const char *path, int64
 	a->error = f->error[0] ? f->error : curl_easy_strerror(e);
 	a->tls_failed = !status && tls_is_permanent(e);
 	a->wrong_peer = !status && f->wrong_peer;
+	a->not_sent = e == CURLE_COULDNT_CONNECT || e == CURLE_COULDNT_RESOLVE_HOST || a->wrong_peer;
 	if (a->wrong_peer)
 		a->error = f->peer_error;
 	if (!status)
-		log_debug("%s %s: %s", method, path, a->error);
+		log_debug("%s %s: %s", r->method, r->shown, a->error);
 
 	a->status = status;
 	a->body = f->body;
@@ -422,8 +441,10 @@ int64_t forge_deadline(int64_t step_deadline_ms)
 	return step_deadline_ms > floor ? step_deadline_ms : floor;
 }
 
-enum verdict forge_ask(struct forge *f, const char *method, const char *path, enum route_kind kind,
-		       int64_t deadline_ms, struct forge_answer *a)
+/* Sends r, asking again while the answer is retryable and the deadline has
+ * not passed (see forge_ask). */
+static enum verdict ask(struct forge *f, const struct request *r, int64_t deadline_ms,
+			struct forge_answer *a)
 {
 	int64_t backoff = BACKOFF_FIRST_MS;
 	enum verdict v = VERDICT_NO_ANSWER;
@@ -439,16 +460,17 @@ enum verdict forge_ask(struct forge *f, const char *method, const char *path, en
 			if (asked)
 				return v; /* the last answer stands */
 			*a = (struct forge_answer){.retry_after_ms = -1,
+						   .not_sent = true,
 						   .error = "--retry-timeout passed before asking"};
-			log_debug("%s %s: %s", method, path, a->error);
-			return answer_classify(a, kind);
+			log_debug("%s %s: %s", r->method, r->shown, a->error);
+			return answer_classify(a, r->kind);
 		}
-		request(f, method, path, left, a);
+		request(f, r, left, a);
 		asked = true;
-		v = answer_classify(a, kind);
+		v = answer_classify(a, r->kind);
 		if (a->status)
-			log_debug("%s %s: %ld (%s)", method, path, a->status, verdict_name(v));
-		if (!answer_is_retryable(v, kind))
+			log_debug("%s %s: %ld (%s)", r->method, r->shown, a->status, verdict_name(v));
+		if (!answer_is_retryable(a, v, r->kind))
 			return v;
 
 		left = deadline_ms - clock_now_ms();
@@ -465,4 +487,60 @@ enum verdict forge_ask(struct forge *f, const char *method, const char *path, en
 		sleep_ms(wait);
 		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
 	}
+}
+
+enum verdict forge_ask(struct forge *f, const char *method, const char *path, enum route_kind kind,
+		       int64_t deadline_ms, struct forge_answer *a)
+{
+	_cleanup_(freep) char *full = NULL;
+
+	if (asprintf(&full, "/api/v1%s", path) < 0) {
+		*a = (struct forge_answer){.retry_after_ms = -1, .error = "out of memory"};
+		return VERDICT_NO_ANSWER;
+	}
+	return ask(f,
+		   &(struct request){.method = method,
+				     .path = full,
+				     .shown = path,
+				     .kind = kind,
+				     .headers = f->headers},
+		   deadline_ms, a);
+}
+
+enum verdict forge_call_runner(struct forge *f, const char *method, const char *body,
+			       size_t body_len, const char *const *headers, enum route_kind kind,
+			       int64_t deadline_ms, struct forge_answer *a)
+{
+	_cleanup_(freep) char *path = NULL;
+	struct curl_slist *list = curl_slist_append(NULL, "Content-Type: application/json");
+	enum verdict v;
+
+	/* No admin token here: the runners' protocol takes the runner's own
+	 * credentials, or none (Register). */
+	for (size_t i = 0; list && headers && headers[i]; i++) {
+		struct curl_slist *more = curl_slist_append(list, headers[i]); /* copies */
+
+		if (!more) {
+			curl_slist_free_all(list);
+			list = NULL;
+		}
+		list = more;
+	}
+	if (!list || asprintf(&path, "/api/actions/runner.v1.RunnerService/%s", method) < 0) {
+		curl_slist_free_all(list); /* the wiping allocator zeroes the credentials */
+		*a = (struct forge_answer){.retry_after_ms = -1, .error = "out of memory"};
+		return VERDICT_NO_ANSWER;
+	}
+	v = ask(f,
+		&(struct request){.method = "POST",
+				  .path = path,
+				  .shown = method,
+				  .kind = kind,
+				  .body = body,
+				  .body_len = body_len,
+				  .headers = list},
+		deadline_ms, a);
+	curl_easy_setopt(f->curl, CURLOPT_HTTPHEADER, f->headers);
+	curl_slist_free_all(list);
+	return v;
 }

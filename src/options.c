@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "options.h"
 #include "peer.h"
 
@@ -25,6 +26,10 @@ enum {
 	OPT_RETRY_TIMEOUT,
 	OPT_STATE_FILE,
 	OPT_TOKEN_FORMAT,
+	OPT_REGISTRATION,
+	OPT_RUNNER_NAME,
+	OPT_LABELS,
+	OPT_RUNNER_ADDRESS,
 	OPT_PLACEHOLDER_ON_KEEP,
 	OPT_NO_CLEANUP,
 	OPT_REREGISTER,
@@ -43,6 +48,10 @@ static const struct option long_options[] = {
     {"retry-timeout", required_argument, NULL, OPT_RETRY_TIMEOUT},
     {"state-file", required_argument, NULL, OPT_STATE_FILE},
     {"token-format", required_argument, NULL, OPT_TOKEN_FORMAT},
+    {"registration", required_argument, NULL, OPT_REGISTRATION},
+    {"runner-name", required_argument, NULL, OPT_RUNNER_NAME},
+    {"labels", required_argument, NULL, OPT_LABELS},
+    {"runner-address", required_argument, NULL, OPT_RUNNER_ADDRESS},
     {"placeholder-on-keep", no_argument, NULL, OPT_PLACEHOLDER_ON_KEEP},
     {"no-cleanup", no_argument, NULL, OPT_NO_CLEANUP},
     {"reregister", no_argument, NULL, OPT_REREGISTER},
@@ -81,6 +90,14 @@ void options_usage(FILE *f)
 	      "  --state-file=PATH        what to remember across boots; empty: nothing\n"
 	      "                           (default /var/lib/hive-ci-prefetch/hive-ci.json)\n"
 	      "  --token-format=FORMAT    env: TOKEN=<token> (default); raw: the bare token\n"
+	      "  --registration=MODE      container: the runner module registers with the\n"
+	      "                           token in the output (default); host: this tool\n"
+	      "                           registers the runner and writes .runner itself\n"
+	      "  --runner-name=NAME       the runner's name, host registration (default hive)\n"
+	      "  --labels=LABEL[,LABEL...]  the runner's labels, host registration\n"
+	      "                           (default hive-ci:host)\n"
+	      "  --runner-address=URL     the forge as the container reaches it, written to\n"
+	      "                           .runner (default --forge-url)\n"
 	      "  --placeholder-on-keep    write the placeholder when .runner is kept\n"
 	      "                           (breaks the nixpkgs runner module since 26.05)\n"
 	      "  --no-cleanup             do not delete superseded runners of this host\n"
@@ -292,6 +309,64 @@ static bool at_or_below(const char *path, const char *dir)
 	return strncmp(p, d, n) == 0 && (p[n] == '\0' || p[n] == '/');
 }
 
+/* A label in full form, as .runner holds it: a name of [A-Za-z0-9._-], then
+ * optionally ':' and a scheme (host, docker://image, ...) of printable
+ * ASCII without spaces or commas. */
+static const char *check_label(const char *l)
+{
+	size_t name = strspn(l, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
+
+	if (name == 0)
+		return "a label needs a name of letters, digits, '.', '_' or '-'";
+	if (l[name] != '\0' && l[name] != ':')
+		return "a label's name is letters, digits, '.', '_' or '-', then ':'";
+	if (strlen(l) > 255)
+		return "a label is longer than 255 characters";
+	for (const char *p = l + name; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f || (unsigned char)*p > 0x7e)
+			return "a label holds a space or a character that is not printable ASCII";
+	return NULL;
+}
+
+/* Splits LABEL[,LABEL...] into o->labels (copied into o->labels_buf). */
+static const char *parse_labels(struct options *o, const char *list)
+{
+	char *save = NULL;
+
+	if (strlen(list) >= sizeof(o->labels_buf))
+		return "the list is too long";
+	memcpy(o->labels_buf, list, strlen(list) + 1);
+	o->n_labels = 0;
+	if (list[0] == '\0' || list[0] == ',' || list[strlen(list) - 1] == ',' || strstr(list, ",,"))
+		return "an empty label";
+	for (char *l = strtok_r(o->labels_buf, ",", &save); l; l = strtok_r(NULL, ",", &save)) {
+		const char *why = check_label(l);
+
+		if (why)
+			return why;
+		if (o->n_labels == OPTIONS_LABELS_MAX)
+			return "more than " STRINGIFY(OPTIONS_LABELS_MAX) " labels";
+		o->labels[o->n_labels++] = l;
+	}
+	return NULL;
+}
+
+/* A runner's name: 1 to 255 printable ASCII characters, no leading or
+ * trailing space. */
+static const char *check_runner_name(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len > 255)
+		return "must be 1 to 255 characters";
+	if (name[0] == ' ' || name[len - 1] == ' ')
+		return "must not begin or end with a space";
+	for (const char *p = name; *p; p++)
+		if ((unsigned char)*p < ' ' || (unsigned char)*p > 0x7e)
+			return "must be printable ASCII";
+	return NULL;
+}
+
 static const char *check_runner_file(const char *path)
 {
 	const char *base = strrchr(path, '/');
@@ -324,7 +399,9 @@ enum options_result options_parse(int argc, char **argv, struct options *o, char
 	    .retry_timeout_ms = 30000,
 	    .state_file = "/var/lib/hive-ci-prefetch/hive-ci.json",
 	    .cleanup = true,
+	    .runner_name = "hive",
 	};
+	parse_labels(o, "hive-ci:host");
 
 	opterr = 0;
 	optind = 0; /* full reinitialisation, so the parser can run more than once */
@@ -373,6 +450,25 @@ enum options_result options_parse(int argc, char **argv, struct options *o, char
 			else
 				return bad(err, errlen, "--token-format: '%s' is not env or raw",
 					   optarg);
+			break;
+		case OPT_REGISTRATION:
+			if (strcmp(optarg, "host") == 0)
+				o->host_registration = true;
+			else if (strcmp(optarg, "container") == 0)
+				o->host_registration = false;
+			else
+				return bad(err, errlen, "--registration: '%s' is not container or host",
+					   optarg);
+			break;
+		case OPT_RUNNER_NAME:
+			o->runner_name = optarg;
+			break;
+		case OPT_LABELS:
+			if ((why = parse_labels(o, optarg)))
+				return bad(err, errlen, "--labels: %s", why);
+			break;
+		case OPT_RUNNER_ADDRESS:
+			o->runner_address = optarg;
 			break;
 		case OPT_PLACEHOLDER_ON_KEEP:
 			o->placeholder_on_keep = true;
@@ -440,6 +536,17 @@ enum options_result options_parse(int argc, char **argv, struct options *o, char
 		return bad(err, errlen, "--output: must not be at or below --container-root");
 	if (o->state_file && at_or_below(o->state_file, o->container_root))
 		return bad(err, errlen, "--state-file: must not be at or below --container-root");
+
+	if ((why = check_runner_name(o->runner_name)))
+		return bad(err, errlen, "--runner-name: %s", why);
+	if (o->runner_address && (why = check_url(o->runner_address, &url)))
+		return bad(err, errlen, "--runner-address: %s", why);
+	if (o->host_registration && o->unix_socket && !o->runner_address)
+		return bad(err, errlen,
+			   "--runner-address: needed with --unix-socket and --registration=host "
+			   "(the URL the container reaches the forge at)");
+	if (!o->runner_address)
+		o->runner_address = o->forge_url;
 
 	if (o->forge_user) {
 		int r = peer_user_parse(o->forge_user, &o->forge_uid);

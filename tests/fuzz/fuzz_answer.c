@@ -34,9 +34,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (v == VERDICT_NO_ROUTE && a.status != 404 && a.status != 405)
 		abort();
-	if (kind == ROUTE_CLEANUP && answer_is_retryable(v, kind))
+	if (kind == ROUTE_CLEANUP && answer_is_retryable(&a, v, kind))
 		abort();
-	(void)answer_is_retryable(v, kind);
+	(void)answer_is_retryable(&a, v, kind);
 	(void)verdict_name(v);
 
 	if (answer_runner(&a, 1, &info) == 0 && info.uuid_field == FIELD_SET &&

@@ -21,6 +21,8 @@ static struct forge_answer answer(long status, const char *body)
 	};
 }
 
+static const struct forge_answer none = {.retry_after_ms = -1};
+
 static enum verdict lookup(long status, const char *body)
 {
 	struct forge_answer a = answer(status, body);
@@ -93,15 +95,15 @@ static void retries(void **state)
 {
 	(void)state;
 	/* No answer to a lookup keeps .runner at once; the token fetch waits. */
-	assert_false(answer_is_retryable(VERDICT_NO_ANSWER, ROUTE_LOOKUP));
-	assert_true(answer_is_retryable(VERDICT_NO_ANSWER, ROUTE_TOKEN));
-	assert_true(answer_is_retryable(VERDICT_TRANSIENT, ROUTE_LOOKUP));
-	assert_true(answer_is_retryable(VERDICT_TRANSIENT, ROUTE_TOKEN));
+	assert_false(answer_is_retryable(&none, VERDICT_NO_ANSWER, ROUTE_LOOKUP));
+	assert_true(answer_is_retryable(&none, VERDICT_NO_ANSWER, ROUTE_TOKEN));
+	assert_true(answer_is_retryable(&none, VERDICT_TRANSIENT, ROUTE_LOOKUP));
+	assert_true(answer_is_retryable(&none, VERDICT_TRANSIENT, ROUTE_TOKEN));
 	static const enum verdict final[] = {VERDICT_OK, VERDICT_GONE, VERDICT_NO_ROUTE,
 					     VERDICT_AUTH_REJECTED, VERDICT_UNEXPECTED};
 	for (size_t i = 0; i < sizeof(final) / sizeof(final[0]); i++) {
-		assert_false(answer_is_retryable(final[i], ROUTE_LOOKUP));
-		assert_false(answer_is_retryable(final[i], ROUTE_TOKEN));
+		assert_false(answer_is_retryable(&none, final[i], ROUTE_LOOKUP));
+		assert_false(answer_is_retryable(&none, final[i], ROUTE_TOKEN));
 	}
 }
 
@@ -230,8 +232,8 @@ static void cleanup_statuses(void **state)
 	assert_int_equal(answer_classify(&a, ROUTE_CLEANUP), VERDICT_NO_ROUTE);
 	a = answer(500, NULL);
 	assert_int_equal(answer_classify(&a, ROUTE_CLEANUP), VERDICT_TRANSIENT);
-	assert_false(answer_is_retryable(VERDICT_TRANSIENT, ROUTE_CLEANUP));
-	assert_false(answer_is_retryable(VERDICT_NO_ANSWER, ROUTE_CLEANUP));
+	assert_false(answer_is_retryable(&none, VERDICT_TRANSIENT, ROUTE_CLEANUP));
+	assert_false(answer_is_retryable(&none, VERDICT_NO_ANSWER, ROUTE_CLEANUP));
 }
 
 static void a_permanent_tls_failure_is_not_retried(void **state)
@@ -240,12 +242,12 @@ static void a_permanent_tls_failure_is_not_retried(void **state)
 	struct forge_answer a = answer(0, NULL);
 
 	assert_int_equal(answer_classify(&a, ROUTE_TOKEN), VERDICT_NO_ANSWER);
-	assert_true(answer_is_retryable(VERDICT_NO_ANSWER, ROUTE_TOKEN));
+	assert_true(answer_is_retryable(&none, VERDICT_NO_ANSWER, ROUTE_TOKEN));
 	a.tls_failed = true;
 	assert_int_equal(answer_classify(&a, ROUTE_TOKEN), VERDICT_TLS_FAILED);
 	assert_int_equal(answer_classify(&a, ROUTE_LOOKUP), VERDICT_TLS_FAILED);
-	assert_false(answer_is_retryable(VERDICT_TLS_FAILED, ROUTE_TOKEN));
-	assert_false(answer_is_retryable(VERDICT_TLS_FAILED, ROUTE_LOOKUP));
+	assert_false(answer_is_retryable(&none, VERDICT_TLS_FAILED, ROUTE_TOKEN));
+	assert_false(answer_is_retryable(&none, VERDICT_TLS_FAILED, ROUTE_LOOKUP));
 	assert_string_equal(verdict_name(VERDICT_TLS_FAILED), "TLS failed");
 }
 
