@@ -23,16 +23,16 @@ override LDFLAGS += -Wl,-z,relro,-z,now
 
 B = build
 # What the fuzzers take apart: the forge's answers and .runner (pure).
-FUZZ_SRCS = src/answer.c src/runner.c src/token.c src/utf8.c
+FUZZ_SRCS = src/answer.c src/jsonutil.c src/runner.c src/token.c src/utf8.c
 # The decisions, their sentences and the command line are pure too; the
 # unit tests link everything else but main.c, whose I/O (files, the forge
 # client) comes along with the state file's rules and the clean-up's judge.
 PURE_SRCS = $(FUZZ_SRCS) src/decide.c src/options.c src/reason.c
 UNIT_SRCS = $(PURE_SRCS) src/state.c src/atomic.c src/fileio.c src/ghosts.c \
-	    src/forge.c src/forge_api.c src/log.c src/peer.c src/wipe_alloc.c
+	    src/forge.c src/forge_api.c src/log.c src/peer.c src/runnerproto.c src/wipe_alloc.c
 SRCS      = $(PURE_SRCS) src/atomic.c src/container.c src/fileio.c src/flow.c src/forge.c \
-	    src/forge_api.c src/ghosts.c src/log.c src/main.c src/output.c src/peer.c src/secret.c \
-	    src/state.c src/wipe_alloc.c
+	    src/forge_api.c src/ghosts.c src/log.c src/main.c src/output.c src/peer.c \
+	    src/runnerproto.c src/secret.c src/state.c src/wipe_alloc.c
 OBJS      = $(SRCS:src/%.c=$(B)/%.o)
 UNIT      = $(patsubst tests/unit/%.c,$(B)/%,$(wildcard tests/unit/test_*.c))
 FUZZERS   = runner answer

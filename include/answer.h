@@ -23,9 +23,9 @@ struct forge_answer {
 };
 
 enum route_kind {
-	ROUTE_LOOKUP,  /* GET .../runners/{id} of the runner in .runner */
-	ROUTE_TOKEN,   /* GET or POST .../runners/registration-token */
-	ROUTE_CLEANUP, /* GET or DELETE .../runners/{id} of a superseded runner */
+	ROUTE_LOOKUP,	/* GET .../runners/{id} of the runner in .runner */
+	ROUTE_TOKEN,	/* GET or POST .../runners/registration-token */
+	ROUTE_CLEANUP,	/* GET or DELETE .../runners/{id} of a superseded runner */
 	ROUTE_REGISTER, /* the runners' protocol: Register */
 	ROUTE_DECLARE,	/* the runners' protocol: Declare, with a runner's credentials */
 };

@@ -12,11 +12,14 @@
 /* What the driver does next.  Reading the admin token and .runner always
  * come first and are not decisions. */
 enum step {
-	STEP_LOOKUP,  /* ask the forge about the runner in .runner */
-	STEP_DISCARD, /* delete .runner */
-	STEP_FETCH,   /* fetch the registration token */
-	STEP_WRITE,   /* write the output */
-	STEP_CLEANUP, /* delete superseded runners (ghosts.c) */
+	STEP_LOOKUP,	   /* ask the forge about the runner in .runner */
+	STEP_DISCARD,	   /* delete .runner */
+	STEP_FETCH,	   /* fetch the registration token */
+	STEP_DECLARE,	   /* host registration: check .runner's credentials with Declare */
+	STEP_REGISTER,	   /* host registration: register a runner */
+	STEP_WRITE_RUNNER, /* host registration: write .runner (the new one, or new labels) */
+	STEP_WRITE,	   /* write the output */
+	STEP_CLEANUP,	   /* delete superseded runners (ghosts.c) */
 	STEP_DONE,
 };
 
@@ -59,17 +62,19 @@ enum token_source {
 /* Why a run stopped; main maps each to an exit status. */
 enum failure {
 	FAILURE_NONE,
-	FAILURE_ADMIN_TOKEN, /* the admin token file is unusable */
-	FAILURE_CA_FILE,     /* --ca-file cannot be read */
-	FAILURE_TLS,	     /* TLS failed in a way asking again cannot fix */
-	FAILURE_WRONG_PEER,  /* another user than --forge-user holds the forge's end */
-	FAILURE_SETUP,	     /* libcurl could not be set up */
-	FAILURE_NO_OPENAT2,  /* the kernel lacks openat2 */
-	FAILURE_OUTPUT,	     /* the output cannot be written */
-	FAILURE_RUNNER_IO,   /* .runner cannot be read or removed */
-	FAILURE_NO_TOKEN,    /* no registration token within --retry-timeout */
-	FAILURE_NOT_A_TOKEN, /* the forge's answer is not a registration token */
-	FAILURE_AUTH,	     /* the forge rejected the admin token */
+	FAILURE_ADMIN_TOKEN,	    /* the admin token file is unusable */
+	FAILURE_CA_FILE,	    /* --ca-file cannot be read */
+	FAILURE_TLS,		    /* TLS failed in a way asking again cannot fix */
+	FAILURE_WRONG_PEER,	    /* another user than --forge-user holds the forge's end */
+	FAILURE_SETUP,		    /* libcurl could not be set up */
+	FAILURE_NO_OPENAT2,	    /* the kernel lacks openat2 */
+	FAILURE_OUTPUT,		    /* the output cannot be written */
+	FAILURE_RUNNER_IO,	    /* .runner cannot be read or removed */
+	FAILURE_NO_TOKEN,	    /* no registration token within --retry-timeout */
+	FAILURE_NOT_A_TOKEN,	    /* the forge's answer is not a registration token */
+	FAILURE_AUTH,		    /* the forge rejected the admin token */
+	FAILURE_REGISTER_NO_ANSWER, /* host registration: no answer to Register in time */
+	FAILURE_REGISTER_REFUSED,   /* host registration: an answer without a runner */
 };
 
 /* Why: the cause of a fate, or of a failure.  Sentences: reason.h. */
@@ -92,6 +97,11 @@ enum reason {
 	REASON_GONE,		  /* the forge does not know the runner */
 	REASON_LOOKUP_UNEXPECTED, /* any other answer to the lookup */
 	REASON_TOKEN_CHANGED,	  /* a new token where the forge cannot look up */
+	REASON_NO_CREDENTIALS,	  /* host registration: .runner has no uuid or token */
+	REASON_DECLARED,	  /* host registration: Declare took .runner's credentials */
+	REASON_UNREGISTERED,	  /* ... the forge does not know them */
+	REASON_DECLARE_UNKNOWN,	  /* ... it could not tell */
+	REASON_WOULD_DECLARE,	  /* ... a dry run asks no Declare */
 	/* why a run stops (or, with .runner kept, warns and goes on) */
 	REASON_ADMIN_TOKEN_UNUSABLE,
 	REASON_REREGISTER_NO_ADMIN, /* --reregister, and no admin token to do it with */
@@ -104,12 +114,15 @@ enum reason {
 	REASON_CANNOT_DELETE,
 	REASON_AUTH, /* the admin token was rejected */
 	REASON_TLS,
-	REASON_WRONG_PEER,	 /* the forge's end is not --forge-user's: nothing sent */
-	REASON_NO_TOKEN_IN_TIME, /* the fetch was still failing at the deadline */
-	REASON_NO_TOKEN_ROUTE,	 /* the forge has none of the token routes */
-	REASON_TOKEN_UNEXPECTED, /* any other answer to the fetch */
-	REASON_NOT_A_TOKEN,	 /* a 200 without a valid token */
-	REASON_OUTPUT,		 /* the output cannot be written */
+	REASON_WRONG_PEER,	   /* the forge's end is not --forge-user's: nothing sent */
+	REASON_NO_TOKEN_IN_TIME,   /* the fetch was still failing at the deadline */
+	REASON_NO_TOKEN_ROUTE,	   /* the forge has none of the token routes */
+	REASON_TOKEN_UNEXPECTED,   /* any other answer to the fetch */
+	REASON_NOT_A_TOKEN,	   /* a 200 without a valid token */
+	REASON_OUTPUT,		   /* the output cannot be written */
+	REASON_REGISTER_NO_ANSWER, /* no answer to Register in time */
+	REASON_REGISTER_REFUSED,   /* an answer without a runner */
+	REASON_RUNNER_UNWRITABLE,  /* .runner cannot be written into the container */
 };
 
 /* Everything a decision depends on.  The driver sets each fact once it
@@ -117,6 +130,7 @@ enum reason {
  * step it only pretends to do). */
 struct facts {
 	/* the command line */
+	bool host; /* --registration=host */
 	bool reregister;
 	bool placeholder_on_keep;
 	bool dry_run;
@@ -125,19 +139,27 @@ struct facts {
 	bool admin;	 /* an admin token was read: the forge can be asked */
 	bool waited;	 /* there is none after a wait for it */
 	enum held held;	 /* what .runner held */
+	bool creds;	 /* ... HELD_RUNNER: a uuid and a token (host registration needs them) */
+	bool differs;	 /* ... its labels or address are not the options' */
 	bool remembered; /* the state file holds a registration token */
 
-	bool looked_up;		 /* STEP_LOOKUP ran */
-	enum verdict lookup;	 /* its verdict */
-	bool runner_object;	 /* VERDICT_OK: the answer is the runner's object, */
-	enum runner_match match; /* ... and how the forge's runner compares */
-	bool discarded;		 /* STEP_DISCARD ran */
-	bool fetched;		 /* STEP_FETCH ran */
-	enum verdict fetch;	 /* its verdict */
-	bool token_valid;	 /* VERDICT_OK: the answer holds a valid token */
-	bool token_changed;	 /* ... that differs from the remembered one */
-	bool written;		 /* STEP_WRITE ran */
-	bool cleaned;		 /* STEP_CLEANUP ran */
+	bool looked_up;		   /* STEP_LOOKUP ran */
+	enum verdict lookup;	   /* its verdict */
+	bool runner_object;	   /* VERDICT_OK: the answer is the runner's object, */
+	bool forge_uuid;	   /* ... it shows a uuid (Forgejo; Gitea's has none), */
+	enum runner_match match;   /* ... and how the forge's runner compares */
+	bool discarded;		   /* STEP_DISCARD ran */
+	bool fetched;		   /* STEP_FETCH ran */
+	enum verdict fetch;	   /* its verdict */
+	bool token_valid;	   /* VERDICT_OK: the answer holds a valid token */
+	bool token_changed;	   /* ... that differs from the remembered one */
+	bool declared;		   /* STEP_DECLARE ran */
+	enum verdict declare;	   /* its verdict */
+	bool registered;	   /* STEP_REGISTER ran */
+	enum verdict registration; /* its verdict (VERDICT_OK: a runner) */
+	bool runner_written;	   /* STEP_WRITE_RUNNER ran */
+	bool written;		   /* STEP_WRITE ran */
+	bool cleaned;		   /* STEP_CLEANUP ran */
 };
 
 struct decision {

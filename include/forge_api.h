@@ -16,9 +16,11 @@ enum lookup_route {
 };
 
 /* GET the runner with this id on each lookup route in turn, while the one
- * before says it does not exist.  Sets *route to the route that answered
- * (the last one tried).  Returns the verdict (VERDICT_NO_ROUTE: the forge
- * has no lookup route at all). */
+ * before says it does not exist: first the route in *route when it names
+ * one (the one that answered on an earlier boot), then the others in their
+ * order.  Sets *route to the route that answered (the last one tried).
+ * Returns the verdict (VERDICT_NO_ROUTE: the forge has no lookup route at
+ * all). */
 enum verdict forge_lookup(struct forge *f, int64_t id, int64_t deadline_ms, struct forge_answer *a,
 			  enum lookup_route *route);
 

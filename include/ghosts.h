@@ -15,6 +15,15 @@ enum ghost_fate {
 	GHOST_SPARE,  /* ours, but something uses it: stays listed */
 	GHOST_FORGET, /* not ours (any more), or gone: off the list, never deleted */
 	GHOST_LISTED, /* the forge did not tell: stays listed for a later boot */
+	GHOST_PROVE,  /* to be proven ours with its own credentials (Declare) */
+};
+
+/* What a Declare with a listed runner's own credentials said. */
+enum ghost_proof {
+	PROOF_NONE,	/* none was made */
+	PROOF_ANSWERED, /* the forge took them, for this very id */
+	PROOF_REFUSED,	/* it does not know them, or they are another runner's */
+	PROOF_FAILED,	/* it did not tell */
 };
 
 enum ghost_reason {
@@ -27,6 +36,8 @@ enum ghost_reason {
 	GHOST_OTHER_NAME,   /* not the name the forge shows for this host's runner */
 	GHOST_NO_ANSWER,    /* the lookup failed */
 	GHOST_NOT_A_RUNNER, /* a 200 whose body is no runner object */
+	GHOST_PROVEN,	    /* no uuid shown, its own credentials answered for it; offline */
+	GHOST_NOT_PROVEN,   /* ... they were refused, or are another runner's */
 };
 
 struct ghost_judgement {
@@ -37,9 +48,13 @@ struct ghost_judgement {
 /* Judges a listed runner by the forge's answer to its lookup: the verdict,
  * and for VERDICT_OK the runner object it showed (NULL when the body is not
  * one).  name is what the forge calls this host's confirmed runner ("":
- * unknown).  Pure. */
+ * unknown).  On a forge that shows no uuid (Gitea), a runner this host
+ * registered itself (its own token listed) can still be proven ours: the
+ * judgement is GHOST_PROVE until proof says what a Declare with its
+ * credentials answered.  Pure. */
 struct ghost_judgement ghosts_judge(const struct state_runner *listed, const char *name,
-				    enum verdict v, const struct runner_info *shown);
+				    enum verdict v, const struct runner_info *shown,
+				    enum ghost_proof proof);
 
 /* Looks each listed runner up (route: the lookup route that answered this
  * run; name: the forge's name for the runner it confirmed) and deletes those

@@ -31,7 +31,8 @@ struct options {
 	bool host_registration; /* --registration=host: the tool registers, and writes .runner */
 	const char *runner_name;
 	const char *runner_address; /* as the container reaches the forge: --forge-url by default */
-	const char *labels[OPTIONS_LABELS_MAX]; /* full form, name:host ...; point into labels_buf */
+	const char
+	    *labels[OPTIONS_LABELS_MAX]; /* full form, name:host ...; point into labels_buf */
 	size_t n_labels;
 	char labels_buf[OPTIONS_LABELS_BUF];
 	bool placeholder_on_keep;

@@ -21,17 +21,20 @@ struct reason_context {
 	const char *admin_token_file;
 	const char *admin_token_why; /* what is wrong with that file */
 	const char *ca_file;
-	int error;		       /* errno of the failed I/O */
-	long lookup_status;	       /* 0: no answer */
-	enum auth_problem lookup_auth; /* ... 401, 403: what the forge said */
-	const char *lookup_error;      /* ... and why */
-	long fetch_status;	       /* the same for the registration-token fetch; */
-	enum verdict fetch_verdict;
-	enum auth_problem fetch_auth;
-	const char *fetch_error;  /* ... NULL until it ran */
-	const char *token_routes; /* the routes asked for a token, for a message */
-	enum reason cause;	  /* why .runner was being discarded */
-	int64_t waited_ms;	  /* for the admin token file; 0: no wait */
+	int error;		  /* errno of the failed I/O */
+	long lookup_status;	  /* the lookup's answer, for the causes it gives; 0: none */
+	const char *lookup_error; /* ... and why */
+	long last_status;	  /* the last request's answer, for a failure it ends in */
+	enum verdict last_verdict;
+	enum auth_problem last_auth; /* ... 401, 403: what the forge said */
+	const char *last_error;	     /* ... status 0: why */
+	const char *last_message;    /* ... the forge's JSON message, "" if none */
+	bool host;		     /* host registration */
+	int64_t registered_id;	     /* ... the runner registered in this run; 0: none */
+	bool rewrote;		     /* ... .runner rewritten with new labels or address */
+	const char *token_routes;    /* the routes asked for a token, for a message */
+	enum reason cause;	     /* why .runner was being discarded */
+	int64_t waited_ms;	     /* for the admin token file; 0: no wait */
 	bool dry_run;
 };
 

@@ -6,25 +6,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "jsonutil.h"
+
 #define RUNNER_UUID_MAX	  64
 #define RUNNER_NAME_MAX	  255
 #define RUNNER_STATUS_MAX 15
-
-/* A string field: absent, held, or present but longer than we hold.  An
- * over-long value is never taken for an absent one: it compares unequal. */
-enum field {
-	FIELD_ABSENT,
-	FIELD_SET,
-	FIELD_TOO_LONG,
-};
-
-struct json_t;
-
-/* Copies the JSON string s into buf (size n): FIELD_SET; FIELD_ABSENT when
- * s is not a string or is empty; FIELD_TOO_LONG when it does not fit or
- * holds a NUL (which would make two different strings look equal).  buf
- * is left "" unless the result is FIELD_SET. */
-enum field field_copy(const struct json_t *s, char *buf, size_t n);
+#define RUNNER_TOKEN_MAX  255
 
 struct runner_info {
 	int64_t id; /* 0: none */
@@ -50,6 +37,39 @@ enum runner_match {
  * identity is kept: the caller may wipe data as soon as this returns.
  * Returns 0, or -EINVAL when the file is malformed. */
 int runner_parse(const char *data, size_t len, struct runner_info *info);
+
+#define RUNNER_ADDRESS_MAX 2048
+#define RUNNER_LABELS_TEXT (32 * 256)
+
+/* What a runner needs of .runner beyond its identity, to talk to the forge
+ * and to be written again: its own secret, the forge's address, its
+ * labels.  The token is a secret: wipe the struct after use. */
+struct runner_creds {
+	enum field token_field;
+	char token[RUNNER_TOKEN_MAX + 1];
+	enum field address_field;
+	char address[RUNNER_ADDRESS_MAX + 1];
+	bool labels_ok;			 /* "labels" is an array of strings that fit */
+	char labels[RUNNER_LABELS_TEXT]; /* them, joined with ',' */
+};
+
+/* Parses .runner's "token", "address" and "labels" (see struct
+ * runner_creds).  Returns 0, or -EINVAL when the file is not a JSON object. */
+int runner_parse_creds(const char *data, size_t len, struct runner_creds *c);
+
+/* What .runner holds, as `register` writes it. */
+struct runner_record {
+	int64_t id;
+	const char *uuid, *name, *token, *address;
+	const char *const *labels; /* full form: name:host, name:docker://image */
+	size_t n_labels;
+};
+
+/* Formats r as `register` writes .runner: a JSON object of WARNING, id (a
+ * number), uuid, name, token, address and labels, two-space indented, with
+ * a final newline.  Returns a string the caller wipes and frees (its length
+ * in *len), or NULL when out of memory. */
+char *runner_format(const struct runner_record *r, size_t *len);
 
 /* Parses a forge's runner object (Forgejo's or Gitea's shape; unknown fields
  * are ignored): "id", "uuid", "name", "status" as far as they are there, and

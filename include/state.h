@@ -17,11 +17,14 @@ struct state_runner {
 	int64_t id; /* 0: none */
 	char uuid[RUNNER_UUID_MAX + 1];
 	char name[RUNNER_NAME_MAX + 1];
+	char token[RUNNER_TOKEN_MAX + 1]; /* superseded, host registration: its own secret; "" */
 };
 
 struct state {
 	char *token;		       /* last token written (never the placeholder); wiped */
 	struct state_runner confirmed; /* the last runner the forge confirmed */
+	struct state_runner written;   /* the last runner this tool registered and wrote */
+	int lookup_route;	       /* the lookup route that answered last; -1: none */
 	/* Runners this host held that were superseded, oldest first; each a
 	 * candidate for the ghost clean-up.  Distinct by id and uuid. */
 	struct state_runner superseded[STATE_SUPERSEDED_MAX];
@@ -56,9 +59,16 @@ void state_clear(struct state *s);
 int state_remember_token(struct state *s, const char *token);
 
 /* Adds a superseded runner (needs an id and a uuid) unless it is listed
- * already; the oldest entry goes beyond STATE_SUPERSEDED_MAX.  Only
- * state_confirm takes a runner off the list. */
-void state_supersede(struct state *s, int64_t id, const char *uuid);
+ * already, with its own token when the host registered it (else NULL); the
+ * oldest entry goes beyond STATE_SUPERSEDED_MAX.  Only state_confirm takes
+ * a runner off the list. */
+void state_supersede(struct state *s, int64_t id, const char *uuid, const char *token);
+
+/* Remembers the runner this tool registered and wrote into the container. */
+void state_remember_written(struct state *s, int64_t id, const char *uuid);
+
+/* Forgets the registration token (a host that registers itself keeps none). */
+void state_forget_token(struct state *s);
 
 /* Records r as the confirmed runner.  A different runner remembered as
  * confirmed before is superseded; r's id leaves the list. */

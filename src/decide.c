@@ -66,8 +66,36 @@ static struct decision fated(enum fate fate, enum reason reason)
 	return (struct decision){.next = STEP_DONE, .fate = fate, .reason = reason};
 }
 
+/* Host registration, where the lookup cannot compare uuids (no lookup
+ * route; Gitea's runner objects have none): .runner's own credentials are
+ * tried with Declare, as the daemon will at its start.  A dry run asks
+ * nothing. */
+static struct decision judge_declare(const struct facts *f)
+{
+	struct decision kept = fated(FATE_UNVERIFIED, REASON_NONE);
+
+	if (f->dry_run)
+		return fated(FATE_UNVERIFIED, REASON_WOULD_DECLARE);
+	if (!f->declared) {
+		kept.next = STEP_DECLARE;
+		return kept;
+	}
+	switch (f->declare) {
+	case VERDICT_OK:
+		return fated(FATE_CONFIRMED, REASON_DECLARED);
+	case VERDICT_GONE: /* "unregistered runner" */
+		return fated(FATE_DISCARDED, REASON_UNREGISTERED);
+	case VERDICT_TLS_FAILED:
+		return fail(kept, FAILURE_TLS, REASON_TLS);
+	case VERDICT_WRONG_PEER:
+		return fail(kept, FAILURE_WRONG_PEER, REASON_WRONG_PEER);
+	default:
+		return fated(FATE_UNVERIFIED, REASON_DECLARE_UNKNOWN);
+	}
+}
+
 /* The fate of .runner once it was read (and looked up, where it can be);
- * next is STEP_LOOKUP while the lookup is still to be made. */
+ * next is STEP_LOOKUP (or STEP_DECLARE) while that is still to be done. */
 static struct decision judge_runner(const struct facts *f)
 {
 	struct decision kept = fated(FATE_UNVERIFIED, REASON_NONE);
@@ -92,6 +120,8 @@ static struct decision judge_runner(const struct facts *f)
 	case HELD_RUNNER:
 		break;
 	}
+	if (f->host && !f->creds) /* the daemon could not work with it either */
+		return fated(FATE_DISCARDED, REASON_NO_CREDENTIALS);
 	if (!f->looked_up) {
 		kept.next = STEP_LOOKUP;
 		return kept;
@@ -101,6 +131,8 @@ static struct decision judge_runner(const struct facts *f)
 	case VERDICT_OK:
 		if (!f->runner_object) /* an HTML page, a proxy's answer, ... */
 			return fated(FATE_UNVERIFIED, REASON_NOT_A_RUNNER);
+		if (f->host && !f->forge_uuid)
+			return judge_declare(f);
 		if (runner_match_is_same(f->match))
 			return fated(FATE_CONFIRMED, REASON_STILL_REGISTERED);
 		return fated(FATE_DISCARDED,
@@ -108,6 +140,8 @@ static struct decision judge_runner(const struct facts *f)
 	case VERDICT_GONE:
 		return fated(FATE_DISCARDED, REASON_GONE);
 	case VERDICT_NO_ROUTE:
+		if (f->host)
+			return judge_declare(f);
 		/* Only a changed registration token can tell that such a forge
 		 * was reset or wiped since the runner registered. */
 		if (f->fetched && f->fetch == VERDICT_OK && f->token_valid && f->token_changed)
@@ -198,12 +232,66 @@ static enum action action_of(enum fate fate)
 	return ACTION_KEEP;
 }
 
+/* Host registration: the output holds a constant (the registration token
+ * never leaves the host); a kept runner needs no registration token, only
+ * its .runner rewritten when its labels or address changed; a new one is
+ * registered and written into the container.  A dry run fetches and
+ * registers nothing. */
+static struct decision finish(const struct facts *f, struct decision d);
+
+static struct decision host_steps(const struct facts *f, struct decision d)
+{
+	if (kept(d.fate)) {
+		d.output = TOKEN_PLACEHOLDER;
+		if (f->differs && !f->runner_written) {
+			d.next = STEP_WRITE_RUNNER;
+			return d;
+		}
+		return finish(f, d);
+	}
+	if (f->dry_run) {
+		d.output = TOKEN_PLACEHOLDER;
+		return finish(f, d);
+	}
+	if (!f->fetched) {
+		d.next = STEP_FETCH;
+		return d;
+	}
+	d = judge_fetch(f, d); /* registering: no token is a failure */
+	if (d.failure != FAILURE_NONE)
+		return d;
+	d.output = TOKEN_PLACEHOLDER;
+	if (!f->registered) {
+		d.next = STEP_REGISTER;
+		return d;
+	}
+	switch (f->registration) {
+	case VERDICT_OK:
+		break;
+	case VERDICT_NO_ANSWER:
+	case VERDICT_TRANSIENT: /* so the deadline passed */
+		return fail(d, FAILURE_REGISTER_NO_ANSWER, REASON_REGISTER_NO_ANSWER);
+	case VERDICT_TLS_FAILED:
+		return fail(d, FAILURE_TLS, REASON_TLS);
+	case VERDICT_WRONG_PEER:
+		return fail(d, FAILURE_WRONG_PEER, REASON_WRONG_PEER);
+	default: /* a refused registration token, no runner protocol, ... */
+		return fail(d, FAILURE_REGISTER_REFUSED, REASON_REGISTER_REFUSED);
+	}
+	if (!f->runner_written) {
+		d.next = STEP_WRITE_RUNNER;
+		return d;
+	}
+	return finish(f, d);
+}
+
 /* The steps that follow once the output's content is known. */
 static struct decision finish(const struct facts *f, struct decision d)
 {
 	if (!f->written)
 		d.next = STEP_WRITE;
-	else if (d.fate == FATE_CONFIRMED && f->cleanup && !f->cleaned)
+	else if (d.fate == FATE_CONFIRMED && f->cleanup && !f->cleaned &&
+		 f->lookup != VERDICT_NO_ROUTE) /* the clean-up looks runners up */
 		d.next = STEP_CLEANUP;
 	else
 		d.next = STEP_DONE;
@@ -223,7 +311,7 @@ struct decision decide(const struct facts *f)
 		d = (struct decision){
 		    .fate = f->held == HELD_NOTHING ? FATE_ABSENT : FATE_UNVERIFIED,
 		    .action = ACTION_PLACEHOLDER,
-		    .output = f->remembered ? TOKEN_REMEMBERED : TOKEN_PLACEHOLDER,
+		    .output = f->remembered && !f->host ? TOKEN_REMEMBERED : TOKEN_PLACEHOLDER,
 		    .reason = REASON_NO_ADMIN_TOKEN,
 		    .worth_a_warning = f->waited,
 		};
@@ -231,7 +319,7 @@ struct decision decide(const struct facts *f)
 	}
 
 	d = judge_runner(f);
-	if (d.failure != FAILURE_NONE || d.next == STEP_LOOKUP)
+	if (d.failure != FAILURE_NONE || d.next == STEP_LOOKUP || d.next == STEP_DECLARE)
 		return d;
 	d.action = action_of(d.fate);
 	d.worth_a_warning = d.fate == FATE_UNVERIFIED;
@@ -239,6 +327,8 @@ struct decision decide(const struct facts *f)
 		d.next = STEP_DISCARD;
 		return d;
 	}
+	if (f->host)
+		return host_steps(f, d);
 
 	if (d.fate == FATE_CONFIRMED && f->placeholder_on_keep)
 		d.output = TOKEN_PLACEHOLDER; /* the original design */

@@ -30,6 +30,7 @@
 #include "log.h"
 #include "output.h"
 #include "reason.h"
+#include "runnerproto.h"
 #include "runner.h"
 #include "secret.h"
 #include "state.h"
@@ -49,6 +50,8 @@ struct flow {
 	struct runner_info info;	/* from .runner; id 0: none */
 	struct state state;		/* what the host remembers */
 	struct atomic_lock state_lock;	/* held from reading the state to writing it */
+	struct runner_creds creds;	/* host registration: .runner's secret and more; wiped */
+	struct proto_runner registered; /* ... the runner registered in this run; wiped */
 	char *token;			/* the forge's registration token, once fetched; wiped */
 	enum fate recorded;		/* the fate the state was told of */
 	enum lookup_route lookup_route; /* the lookup route the forge answered on */
@@ -56,8 +59,33 @@ struct flow {
 	bool announced;			/* the decision was said before its steps ran */
 	char forge_name[RUNNER_NAME_MAX + 1]; /* the forge's name for the runner; "": none */
 	char lookup_error[256];
-	char fetch_error[256];
+	char last_error[256];
+	char last_message[200];
 };
+
+/* What the last request's answer says, for a failure it may end in. */
+static void heard(struct flow *fl, const struct forge_answer *a, enum verdict v)
+{
+	fl->say.last_status = a->status;
+	fl->say.last_verdict = v;
+	fl->say.last_auth = answer_auth_problem(a);
+	snprintf(fl->last_error, sizeof(fl->last_error), "%s", a->error);
+	fl->say.last_error = fl->last_error;
+	fl->say.last_message = answer_message(a, fl->last_message, sizeof(fl->last_message));
+}
+
+/* The runner in .runner is the one this tool wrote: its own token may be
+ * kept in the state, to prove it ours once superseded. */
+static const char *own_token(const struct flow *fl)
+{
+	const struct state_runner *w = &fl->state.written;
+
+	if (!fl->o->host_registration || fl->creds.token_field != FIELD_SET || !w->id ||
+	    w->id != fl->info.id || fl->info.uuid_field != FIELD_SET ||
+	    strcmp(w->uuid, fl->info.uuid) != 0)
+		return NULL;
+	return fl->creds.token;
+}
 
 /* The run stops: says why, once. */
 static void stop(struct flow *fl, const struct decision *d)
@@ -108,13 +136,13 @@ static void conclude(struct flow *fl, const struct decision *d)
  * ghost, since the runner module may replace it before the next boot. */
 static void record_fate(struct flow *fl, const struct decision *d)
 {
-	if (d->next == STEP_LOOKUP || d->fate == fl->recorded)
+	if (d->next == STEP_LOOKUP || d->next == STEP_DECLARE || d->fate == fl->recorded)
 		return;
 	fl->recorded = d->fate;
 	if (d->fate == FATE_CONFIRMED)
 		state_confirm(&fl->state, &fl->info);
 	else if (d->fate != FATE_ABSENT)
-		state_supersede(&fl->state, fl->info.id, fl->info.uuid);
+		state_supersede(&fl->state, fl->info.id, fl->info.uuid, own_token(fl));
 }
 
 /* Waits until the admin token file holds a token, is unusable, or the
@@ -258,6 +286,25 @@ static bool reread_admin_token(struct flow *fl, int64_t deadline)
 	}
 }
 
+/* Host registration: .runner's own credentials, and whether its labels
+ * and address are the ones it should have. */
+static void read_creds(struct flow *fl)
+{
+	const struct options *o = fl->o;
+	char want[RUNNER_LABELS_TEXT];
+	size_t used = 0;
+
+	runner_parse_creds(fl->rf.data, fl->rf.len, &fl->creds);
+	fl->facts.creds = fl->info.uuid_field == FIELD_SET && fl->creds.token_field == FIELD_SET;
+	want[0] = '\0';
+	for (size_t i = 0; i < o->n_labels; i++)
+		used += (size_t)snprintf(want + used, sizeof(want) - used, "%s%s", i ? "," : "",
+					 o->labels[i]);
+	fl->facts.differs = !fl->creds.labels_ok || strcmp(fl->creds.labels, want) != 0 ||
+			    fl->creds.address_field != FIELD_SET ||
+			    strcmp(fl->creds.address, o->runner_address) != 0;
+}
+
 /* What .runner holds, as far as can be told without the runner's secret. */
 static enum held read_runner(struct flow *fl)
 {
@@ -289,7 +336,9 @@ static enum held read_runner(struct flow *fl)
 		break;
 	}
 	r = runner_parse(fl->rf.data, fl->rf.len, &fl->info);
-	container_drop_data(&fl->rf); /* the runner's own secret is not needed */
+	if (r == 0 && fl->o->host_registration)
+		read_creds(fl);
+	container_drop_data(&fl->rf); /* the runner's own secret is taken, or not needed */
 	if (r < 0)
 		return HELD_MALFORMED;
 	fl->out->runner_id = fl->say.id = fl->info.id;
@@ -310,14 +359,18 @@ static void lookup(struct flow *fl)
 	fl->facts.looked_up = true;
 	fl->facts.lookup = v;
 	fl->say.lookup_status = a.status;
-	fl->say.lookup_auth = answer_auth_problem(&a);
 	fl->say.lookup_error = fl->lookup_error;
 	snprintf(fl->lookup_error, sizeof(fl->lookup_error), "%s", a.error);
+	heard(fl, &a, v);
+	if (v != VERDICT_NO_ROUTE && v != VERDICT_NO_ANSWER && v != VERDICT_WRONG_PEER &&
+	    v != VERDICT_TLS_FAILED)
+		fl->state.lookup_route = (int)fl->lookup_route;
 	if (v != VERDICT_OK)
 		return;
 	fl->facts.runner_object = answer_runner(&a, fl->info.id, &theirs) == 0;
 	if (!fl->facts.runner_object)
 		return;
+	fl->facts.forge_uuid = theirs.uuid_field != FIELD_ABSENT;
 	fl->facts.match = runner_compare(&fl->info, &theirs);
 	if (theirs.name_field == FIELD_SET)
 		memcpy(fl->forge_name, theirs.name, sizeof(fl->forge_name));
@@ -359,16 +412,118 @@ static void fetch(struct flow *fl, const struct decision *d)
 	while (v == VERDICT_AUTH_REJECTED && reread_admin_token(fl, deadline));
 	fl->facts.fetched = true;
 	fl->facts.fetch = v;
-	fl->say.fetch_status = a.status;
-	fl->say.fetch_auth = answer_auth_problem(&a);
-	fl->say.fetch_verdict = v;
-	fl->say.fetch_error = fl->fetch_error;
-	snprintf(fl->fetch_error, sizeof(fl->fetch_error), "%s", a.error);
+	heard(fl, &a, v);
 	if (v == VERDICT_OK && answer_token(&a, &fl->token) == 0) {
 		fl->facts.token_valid = true;
 		fl->facts.token_changed =
 		    fl->state.token && strcmp(fl->state.token, fl->token) != 0;
 	}
+}
+
+/* Host registration: is .runner's runner the one the forge knows?  Its own
+ * credentials are tried, as the daemon will at its start. */
+static void declare(struct flow *fl)
+{
+	const struct options *o = fl->o;
+	struct forge_answer a;
+	int64_t id;
+	enum verdict v;
+
+	v = runnerproto_declare(fl->forge, fl->info.uuid, fl->creds.token, o->labels, o->n_labels,
+				forge_deadline(fl->deadline), &a, &id);
+	fl->facts.declared = true;
+	fl->facts.declare = v;
+	heard(fl, &a, v);
+	if (v == VERDICT_OK && id && id != fl->info.id)
+		log_warning("the forge knows the credentials in %s as runner %" PRId64
+			    ", not %" PRId64,
+			    o->runner_file, id, fl->info.id);
+}
+
+/* Host registration, before a new runner is registered: the runner this
+ * tool wrote on an earlier boot should be in .runner.  When it is not
+ * there but the forge still shows it, something in the container removed
+ * or replaced it: most likely the runner module's own registration. */
+static void check_written(struct flow *fl)
+{
+	const struct state_runner *w = &fl->state.written;
+	struct runner_info theirs;
+	struct forge_answer a;
+	enum verdict v;
+
+	if (!w->id || fl->lookup_route >= LOOKUP_ROUTES ||
+	    (fl->info.uuid_field == FIELD_SET && strcmp(fl->info.uuid, w->uuid) == 0))
+		return;
+	v = forge_lookup_listed(fl->forge, fl->lookup_route, w->id, forge_deadline(fl->deadline),
+				&a);
+	if (v != VERDICT_OK || answer_runner(&a, w->id, &theirs) < 0 ||
+	    (theirs.uuid_field == FIELD_SET && strcmp(theirs.uuid, w->uuid) != 0))
+		return;
+	log_warning(
+	    "%s %s, but the forge still shows runner %" PRId64
+	    " that this host wrote there: something in the container removed or "
+	    "re-registered it, most likely the runner module's own registration "
+	    "(its ExecStartPre must be disabled, lib.mkForce [ ], with --registration=host)",
+	    fl->o->runner_file, fl->info.id ? "holds another runner" : "is missing", w->id);
+}
+
+static void register_runner(struct flow *fl)
+{
+	const struct options *o = fl->o;
+	struct forge_answer a;
+	enum verdict v;
+
+	check_written(fl);
+	v = runnerproto_register(fl->forge, fl->token, o->runner_name, o->labels, o->n_labels,
+				 forge_deadline(clock_now_ms() + o->retry_timeout_ms), &a,
+				 &fl->registered);
+	fl->facts.registered = true;
+	fl->facts.registration = v;
+	heard(fl, &a, v);
+	if (v == VERDICT_OK)
+		log_debug("the forge registered runner %" PRId64, fl->registered.id);
+}
+
+/* Host registration: writes .runner into the container, for the runner
+ * registered in this run, or with the kept runner's credentials and the
+ * new labels or address. */
+static int write_runner(struct flow *fl, const struct decision *d)
+{
+	const struct options *o = fl->o;
+	bool fresh = fl->facts.registered;
+	struct runner_record rec = {
+	    .id = fresh ? fl->registered.id : fl->info.id,
+	    .uuid = fresh ? fl->registered.uuid : fl->info.uuid,
+	    .name = fresh ? fl->registered.name : fl->info.name,
+	    .token = fresh ? fl->registered.token : fl->creds.token,
+	    .address = o->runner_address,
+	    .labels = o->labels,
+	    .n_labels = o->n_labels,
+	};
+	_cleanup_(erase_and_freep) char *text = NULL;
+	size_t len = 0;
+	int r;
+
+	fl->facts.runner_written = true;
+	fl->say.rewrote = !fresh;
+	if (o->dry_run)
+		return 0;
+	text = runner_format(&rec, &len);
+	r = text ? container_write_runner(o->container_root, o->runner_file, text, len,
+					  clock_now_ms() + o->retry_timeout_ms)
+		 : -ENOMEM;
+	if (r < 0) {
+		fl->say.registered_id = rec.id;
+		if (fresh) /* a runner at the forge no .runner names: a ghost to clean up */
+			state_supersede(&fl->state, rec.id, rec.uuid, rec.token);
+		return fail(fl, d->fate, FAILURE_RUNNER_IO, REASON_RUNNER_UNWRITABLE, -r);
+	}
+	if (fresh) {
+		state_remember_written(&fl->state, rec.id, rec.uuid);
+		fl->say.registered_id = rec.id;
+	}
+	log_debug("wrote %s", o->runner_file);
+	return 0;
 }
 
 /* The token the output is to hold (NULL: the placeholder). */
@@ -436,6 +591,16 @@ static void drive(struct flow *fl)
 		case STEP_FETCH:
 			fetch(fl, &d);
 			break;
+		case STEP_DECLARE:
+			declare(fl);
+			break;
+		case STEP_REGISTER:
+			register_runner(fl);
+			break;
+		case STEP_WRITE_RUNNER:
+			if (write_runner(fl, &d) < 0)
+				return;
+			break;
 		case STEP_WRITE:
 			if (write_output(fl, &d) < 0)
 				return;
@@ -450,17 +615,24 @@ static void drive(struct flow *fl)
 }
 
 /* After a failure: a missing output gets the remembered token or the
- * placeholder; an existing one is left as it was. */
+ * placeholder; an existing one is left as it was.  Under host registration
+ * the output holds the placeholder whatever happened, so that no token a
+ * host wrote in container mode stays there. */
 static void ensure_output(struct flow *fl)
 {
 	const struct options *o = fl->o;
 	enum token_source t = fl->state.token ? TOKEN_REMEMBERED : TOKEN_PLACEHOLDER;
+	int64_t deadline = clock_now_ms() + o->retry_timeout_ms;
 	int r;
 
 	if (o->dry_run)
 		return;
-	r = output_ensure(o->output, fl->state.token, o->token_format,
-			  clock_now_ms() + o->retry_timeout_ms);
+	if (o->host_registration) {
+		t = TOKEN_PLACEHOLDER;
+		r = output_write(o->output, NULL, o->token_format, deadline);
+	} else {
+		r = output_ensure(o->output, fl->state.token, o->token_format, deadline);
+	}
 	if (r > 0)
 		fl->out->token = t;
 	/* When the output itself could not be written, that was said already:
@@ -477,7 +649,8 @@ void flow_run(const struct options *o, struct outcome *out)
 	    .out = out,
 	    .rf = {.dir_fd = -1},
 	    .state_lock = {.dir_fd = -1, .fd = -1},
-	    .facts = {.reregister = o->reregister,
+	    .facts = {.host = o->host_registration,
+		      .reregister = o->reregister,
 		      .placeholder_on_keep = o->placeholder_on_keep,
 		      .dry_run = o->dry_run,
 		      .cleanup = o->cleanup},
@@ -488,6 +661,7 @@ void flow_run(const struct options *o, struct outcome *out)
 		    .admin_token_file = o->core_token_file,
 		    .ca_file = o->ca_file,
 		    .token_routes = forge_token_routes(),
+		    .host = o->host_registration,
 		    .dry_run = o->dry_run},
 	    /* The admin token's wait and the lookup share one --retry-timeout;
 	     * the registration token has its own (see fetch). */
@@ -496,6 +670,12 @@ void flow_run(const struct options *o, struct outcome *out)
 
 	*out = (struct outcome){.action = ACTION_FAIL, .token = TOKEN_UNCHANGED};
 	if (load_state(&fl) == 0 && read_admin_token(&fl) == 0) {
+		if (o->host_registration) /* a host that registers keeps no forge-wide secret */
+			state_forget_token(&fl.state);
+		fl.lookup_route =
+		    fl.state.lookup_route >= 0 && fl.state.lookup_route < LOOKUP_ROUTES
+			? (enum lookup_route)fl.state.lookup_route
+			: LOOKUP_ROUTES;
 		fl.facts.remembered = fl.state.token != NULL;
 		fl.facts.held = read_runner(&fl);
 		drive(&fl);
@@ -508,6 +688,8 @@ void flow_run(const struct options *o, struct outcome *out)
 
 	admin_token_clear(&fl.admin);
 	erase_and_freep(&fl.token);
+	explicit_bzero(&fl.creds, sizeof(fl.creds));
+	explicit_bzero(&fl.registered, sizeof(fl.registered));
 	forge_free(fl.forge);
 	container_close_runner(&fl.rf);
 	state_clear(&fl.state);

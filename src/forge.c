@@ -309,11 +309,11 @@ void forge_free(struct forge *f)
  * closed, and a request that deletes is sent exactly once. */
 /* One request: what forge_ask and forge_call_runner send. */
 struct request {
-	const char *method;	    /* GET, POST or DELETE */
-	const char *path;	    /* below the forge's URL */
-	const char *shown;	    /* how messages name it */
+	const char *method; /* GET, POST or DELETE */
+	const char *path;   /* below the forge's URL */
+	const char *shown;  /* how messages name it */
 	enum route_kind kind;
-	const char *body;	    /* POST: the body, NULL for an empty one */
+	const char *body; /* POST: the body, NULL for an empty one */
 	size_t body_len;
 	struct curl_slist *headers; /* the header lines (the admin token's, or others) */
 };
@@ -419,7 +419,8 @@ static void request(struct forge *f, const struct request *r, int64_t timeout_ms
 	a->error = f->error[0] ? f->error : curl_easy_strerror(e);
 	a->tls_failed = !status && tls_is_permanent(e);
 	a->wrong_peer = !status && f->wrong_peer;
-	a->not_sent = e == CURLE_COULDNT_CONNECT || e == CURLE_COULDNT_RESOLVE_HOST || a->wrong_peer;
+	a->not_sent =
+	    e == CURLE_COULDNT_CONNECT || e == CURLE_COULDNT_RESOLVE_HOST || a->wrong_peer;
 	if (a->wrong_peer)
 		a->error = f->peer_error;
 	if (!status)
@@ -469,7 +470,8 @@ static enum verdict ask(struct forge *f, const struct request *r, int64_t deadli
 		asked = true;
 		v = answer_classify(a, r->kind);
 		if (a->status)
-			log_debug("%s %s: %ld (%s)", r->method, r->shown, a->status, verdict_name(v));
+			log_debug("%s %s: %ld (%s)", r->method, r->shown, a->status,
+				  verdict_name(v));
 		if (!answer_is_retryable(a, v, r->kind))
 			return v;
 
@@ -498,13 +500,11 @@ enum verdict forge_ask(struct forge *f, const char *method, const char *path, en
 		*a = (struct forge_answer){.retry_after_ms = -1, .error = "out of memory"};
 		return VERDICT_NO_ANSWER;
 	}
-	return ask(f,
-		   &(struct request){.method = method,
-				     .path = full,
-				     .shown = path,
-				     .kind = kind,
-				     .headers = f->headers},
-		   deadline_ms, a);
+	return ask(
+	    f,
+	    &(struct request){
+		.method = method, .path = full, .shown = path, .kind = kind, .headers = f->headers},
+	    deadline_ms, a);
 }
 
 enum verdict forge_call_runner(struct forge *f, const char *method, const char *body,

@@ -27,10 +27,15 @@ static const struct {
 enum verdict forge_lookup(struct forge *f, int64_t id, int64_t deadline_ms, struct forge_answer *a,
 			  enum lookup_route *route)
 {
+	enum lookup_route first = *route < LOOKUP_ROUTES ? *route : LOOKUP_ROUTES;
 	enum verdict v = VERDICT_NO_ROUTE;
 	char path[64];
 
-	for (enum lookup_route i = 0; i < LOOKUP_ROUTES; i++) {
+	for (int n = first < LOOKUP_ROUTES ? -1 : 0; n < LOOKUP_ROUTES; n++) {
+		enum lookup_route i = n < 0 ? first : (enum lookup_route)n;
+
+		if (n >= 0 && i == first)
+			continue; /* asked already */
 		snprintf(path, sizeof(path), "%s%" PRId64, lookup_routes[i], id);
 		v = forge_ask(f, "GET", path, ROUTE_LOOKUP, deadline_ms, a);
 		*route = i;

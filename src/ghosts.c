@@ -15,9 +15,38 @@
 #include "clock.h"
 #include "ghosts.h"
 #include "log.h"
+#include "runnerproto.h"
+
+/* Gitea shows no uuid: the listed runner's own credentials, if the host
+ * registered it, tell instead.  Asked only of an offline runner of ours by
+ * name: a Declare sets the labels of the runner it names. */
+static struct ghost_judgement judge_by_credentials(const struct state_runner *listed,
+						   const char *name,
+						   const struct runner_info *shown,
+						   enum ghost_proof proof)
+{
+	if (!listed->token[0])
+		return (struct ghost_judgement){GHOST_FORGET, GHOST_NO_UUID};
+	if (!name[0] || shown->name_field != FIELD_SET || strcmp(shown->name, name) != 0)
+		return (struct ghost_judgement){GHOST_FORGET, GHOST_OTHER_NAME};
+	if (strcmp(shown->status, "offline") != 0)
+		return (struct ghost_judgement){GHOST_SPARE, GHOST_IN_USE};
+	switch (proof) {
+	case PROOF_NONE:
+		return (struct ghost_judgement){GHOST_PROVE, GHOST_NO_UUID};
+	case PROOF_ANSWERED:
+		return (struct ghost_judgement){GHOST_DELETE, GHOST_PROVEN};
+	case PROOF_REFUSED:
+		return (struct ghost_judgement){GHOST_FORGET, GHOST_NOT_PROVEN};
+	case PROOF_FAILED:
+		break;
+	}
+	return (struct ghost_judgement){GHOST_LISTED, GHOST_NO_ANSWER};
+}
 
 struct ghost_judgement ghosts_judge(const struct state_runner *listed, const char *name,
-				    enum verdict v, const struct runner_info *shown)
+				    enum verdict v, const struct runner_info *shown,
+				    enum ghost_proof proof)
 {
 	if (v == VERDICT_GONE)
 		return (struct ghost_judgement){GHOST_FORGET, GHOST_GONE};
@@ -26,7 +55,7 @@ struct ghost_judgement ghosts_judge(const struct state_runner *listed, const cha
 	if (!shown)
 		return (struct ghost_judgement){GHOST_LISTED, GHOST_NOT_A_RUNNER};
 	if (shown->uuid_field == FIELD_ABSENT)
-		return (struct ghost_judgement){GHOST_FORGET, GHOST_NO_UUID};
+		return judge_by_credentials(listed, name, shown, proof);
 	if (shown->uuid_field != FIELD_SET || strcmp(shown->uuid, listed->uuid) != 0)
 		return (struct ghost_judgement){GHOST_FORGET, GHOST_OTHER_RUNNER};
 	if (!shown->instance_scope)
@@ -82,7 +111,13 @@ static bool say_judgement(int64_t id, const char *name, struct ghost_judgement j
 			    "credentials; not deleting it",
 			    id, shown->status[0] ? shown->status : "of unknown status");
 		break;
+	case GHOST_NOT_PROVEN:
+		log_warning("superseded runner %" PRId64 ": the forge does not take its own "
+			    "credentials as that runner's; forgotten, not deleted",
+			    id);
+		break;
 	case GHOST_OURS_OFFLINE:
+	case GHOST_PROVEN:
 		break;
 	}
 	return true;
@@ -112,6 +147,20 @@ static bool delete_ghost(struct forge *f, int64_t id, int64_t deadline, bool *de
 	return true;
 }
 
+/* A Declare with listed's own credentials: are they runner listed->id's? */
+static enum ghost_proof prove(struct forge *f, const struct state_runner *listed,
+			      int64_t deadline_ms)
+{
+	struct forge_answer a;
+	int64_t id;
+	enum verdict v =
+	    runnerproto_declare(f, listed->uuid, listed->token, NULL, 0, deadline_ms, &a, &id);
+
+	if (v == VERDICT_OK)
+		return id == listed->id ? PROOF_ANSWERED : PROOF_REFUSED;
+	return v == VERDICT_GONE ? PROOF_REFUSED : PROOF_FAILED;
+}
+
 void ghosts_clean(struct forge *f, enum lookup_route route, struct state *s, const char *name,
 		  int64_t deadline_ms, bool dry_run, int64_t *deleted, size_t *n_deleted)
 {
@@ -123,6 +172,7 @@ void ghosts_clean(struct forge *f, enum lookup_route route, struct state *s, con
 		struct runner_info shown;
 		struct forge_answer a;
 		struct ghost_judgement j;
+		const struct runner_info *object;
 		enum verdict v;
 		bool gone;
 
@@ -132,9 +182,18 @@ void ghosts_clean(struct forge *f, enum lookup_route route, struct state *s, con
 			return;
 		}
 		v = forge_lookup_listed(f, route, id, deadline_ms, &a);
-		j = ghosts_judge(e, name, v,
-				 v == VERDICT_OK && answer_runner(&a, id, &shown) == 0 ? &shown
-										       : NULL);
+		object = v == VERDICT_OK && answer_runner(&a, id, &shown) == 0 ? &shown : NULL;
+		j = ghosts_judge(e, name, v, object, PROOF_NONE);
+		if (j.fate == GHOST_PROVE && dry_run) {
+			log_info("would delete superseded runner %" PRId64
+				 " from the forge once its own credentials prove it ours",
+				 id);
+			deleted[(*n_deleted)++] = id;
+			i++;
+			continue;
+		}
+		if (j.fate == GHOST_PROVE)
+			j = ghosts_judge(e, name, v, object, prove(f, e, deadline_ms));
 		if (!say_judgement(id, name, j, &shown, &a, v))
 			return;
 		switch (j.fate) {
@@ -143,6 +202,7 @@ void ghosts_clean(struct forge *f, enum lookup_route route, struct state *s, con
 			continue;
 		case GHOST_SPARE:
 		case GHOST_LISTED:
+		case GHOST_PROVE:
 			i++;
 			continue;
 		case GHOST_DELETE:

@@ -32,6 +32,8 @@ static const int exit_statuses[] = {
     [FAILURE_NO_TOKEN] = EX_TEMPFAIL,
     [FAILURE_NOT_A_TOKEN] = EX_PROTOCOL,
     [FAILURE_AUTH] = EX_NOPERM,
+    [FAILURE_REGISTER_NO_ANSWER] = EX_TEMPFAIL,
+    [FAILURE_REGISTER_REFUSED] = EX_PROTOCOL,
     /* clang-format on */
 };
 
@@ -39,7 +41,7 @@ static const int exit_statuses[] = {
  * path that are not UTF-8, or a character cut by its buffer: it is made
  * valid first, as JSON must be.  Returns false when there was no memory
  * for it (said on stderr). */
-static bool print_json(const struct outcome *out, int status, bool dry_run)
+static bool print_json(const struct outcome *out, int status, const struct options *o)
 {
 	char reason[sizeof(out->reason) * 3];
 	json_t *deleted = json_array();
@@ -48,11 +50,11 @@ static bool print_json(const struct outcome *out, int status, bool dry_run)
 	utf8_sanitize(reason, sizeof(reason), out->reason);
 	for (size_t i = 0; deleted && i < out->n_deleted; i++)
 		json_array_append_new(deleted, json_integer(out->deleted[i]));
-	j = json_pack("{s:s, s:s, s:o, s:s, s:o, s:i, s:b}", "action", action_name(out->action),
-		      "reason", reason, "runner_id",
+	j = json_pack("{s:s, s:s, s:o, s:s, s:o, s:i, s:b, s:s}", "action",
+		      action_name(out->action), "reason", reason, "runner_id",
 		      out->runner_id ? json_integer(out->runner_id) : json_null(), "token",
 		      token_source_name(out->token), "deleted", deleted, "exit", status, "dry_run",
-		      dry_run);
+		      o->dry_run, "registration", o->host_registration ? "host" : "container");
 	if (!j || json_dumpf(j, stdout, JSON_COMPACT) < 0) {
 		json_decref(j);
 		log_error("cannot print --json: out of memory");
@@ -110,7 +112,7 @@ int main(int argc, char **argv)
 	status = exit_statuses[out.failure];
 
 	if (o.json) {
-		if (!print_json(&out, status, o.dry_run) && status == EX_OK)
+		if (!print_json(&out, status, &o) && status == EX_OK)
 			status = EX_OSERR;
 	} else if (o.dry_run && status == EX_OK) {
 		puts(out.reason);

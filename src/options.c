@@ -314,7 +314,8 @@ static bool at_or_below(const char *path, const char *dir)
  * ASCII without spaces or commas. */
 static const char *check_label(const char *l)
 {
-	size_t name = strspn(l, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
+	size_t name =
+	    strspn(l, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
 
 	if (name == 0)
 		return "a label needs a name of letters, digits, '.', '_' or '-'";
@@ -337,7 +338,8 @@ static const char *parse_labels(struct options *o, const char *list)
 		return "the list is too long";
 	memcpy(o->labels_buf, list, strlen(list) + 1);
 	o->n_labels = 0;
-	if (list[0] == '\0' || list[0] == ',' || list[strlen(list) - 1] == ',' || strstr(list, ",,"))
+	if (list[0] == '\0' || list[0] == ',' || list[strlen(list) - 1] == ',' ||
+	    strstr(list, ",,"))
 		return "an empty label";
 	for (char *l = strtok_r(o->labels_buf, ",", &save); l; l = strtok_r(NULL, ",", &save)) {
 		const char *why = check_label(l);
@@ -457,8 +459,8 @@ enum options_result options_parse(int argc, char **argv, struct options *o, char
 			else if (strcmp(optarg, "container") == 0)
 				o->host_registration = false;
 			else
-				return bad(err, errlen, "--registration: '%s' is not container or host",
-					   optarg);
+				return bad(err, errlen,
+					   "--registration: '%s' is not container or host", optarg);
 			break;
 		case OPT_RUNNER_NAME:
 			o->runner_name = optarg;

@@ -97,6 +97,30 @@ char *reason_say(char *buf, size_t n, enum reason r, const struct decision *d,
 		snprintf(buf, n, "forge answered %ld to the lookup of runner %" PRId64,
 			 c->lookup_status, c->id);
 		break;
+	case REASON_NO_CREDENTIALS:
+		snprintf(buf, n, "%s has no uuid or token a runner can work with", c->runner_file);
+		break;
+	case REASON_DECLARED:
+		snprintf(buf, n, "runner %" PRId64 "'s credentials still work (Declare)", c->id);
+		break;
+	case REASON_UNREGISTERED:
+		snprintf(buf, n,
+			 "the forge does not know runner %" PRId64
+			 "'s credentials (unregistered runner)",
+			 c->id);
+		break;
+	case REASON_DECLARE_UNKNOWN:
+		snprintf(buf, n,
+			 "the forge could not tell whether runner %" PRId64
+			 "'s credentials still work (Declare: %s)",
+			 c->id, c->last_status ? verdict_name(c->last_verdict) : c->last_error);
+		break;
+	case REASON_WOULD_DECLARE:
+		snprintf(buf, n,
+			 "runner %" PRId64 " is to be checked with Declare, which a dry run "
+			 "does not send",
+			 c->id);
+		break;
 	case REASON_TOKEN_CHANGED:
 		snprintf(buf, n, "registration token changed and the forge cannot look runners up");
 		break;
@@ -137,31 +161,47 @@ char *reason_say(char *buf, size_t n, enum reason r, const struct decision *d,
 			 reason_say(cause, sizeof(cause), c->cause, d, c), strerror(c->error));
 		break;
 	case REASON_AUTH:
-		snprintf(buf, n, "forge rejected the admin token (%ld%s)%s",
-			 c->fetch_error ? c->fetch_status : c->lookup_status,
-			 auth_words[c->fetch_error ? c->fetch_auth : c->lookup_auth], keeping);
+		snprintf(buf, n, "forge rejected the admin token (%ld%s)%s", c->last_status,
+			 auth_words[c->last_auth], keeping);
 		break;
 	case REASON_TLS:
-		snprintf(buf, n, "TLS with the forge failed: %s%s",
-			 c->fetch_error ? c->fetch_error : c->lookup_error, keeping);
+		snprintf(buf, n, "TLS with the forge failed: %s%s", c->last_error, keeping);
 		break;
 	case REASON_WRONG_PEER:
-		snprintf(buf, n, "%s: sent it nothing%s",
-			 c->fetch_error ? c->fetch_error : c->lookup_error, keeping);
+		snprintf(buf, n, "%s: sent it nothing%s", c->last_error, keeping);
 		break;
 	case REASON_NO_TOKEN_IN_TIME:
 		snprintf(buf, n, "no registration token within --retry-timeout (last answer: %s)",
-			 c->fetch_status ? verdict_name(c->fetch_verdict) : c->fetch_error);
+			 c->last_status ? verdict_name(c->last_verdict) : c->last_error);
 		break;
 	case REASON_NO_TOKEN_ROUTE:
 		snprintf(buf, n, "forge has none of %s", c->token_routes);
 		break;
 	case REASON_TOKEN_UNEXPECTED:
 		snprintf(buf, n, "forge answered %ld to the registration-token request",
-			 c->fetch_status);
+			 c->last_status);
 		break;
 	case REASON_NOT_A_TOKEN:
 		snprintf(buf, n, "forge's answer is not a valid registration token");
+		break;
+	case REASON_REGISTER_NO_ANSWER:
+		snprintf(buf, n, "no answer to Register within --retry-timeout (last answer: %s)",
+			 c->last_status ? verdict_name(c->last_verdict) : c->last_error);
+		break;
+	case REASON_REGISTER_REFUSED:
+		snprintf(buf, n, "the forge registered no runner (%ld%s%s)", c->last_status,
+			 c->last_message && c->last_message[0] ? ": " : "",
+			 c->last_message ? c->last_message : "");
+		break;
+	case REASON_RUNNER_UNWRITABLE:
+		if (c->rewrote)
+			snprintf(buf, n, "cannot rewrite %s inside %s: %s", c->runner_file,
+				 c->container_root, strerror(c->error));
+		else
+			snprintf(buf, n,
+				 "registered runner %" PRId64 ", but cannot write %s inside %s: %s",
+				 c->registered_id, c->runner_file, c->container_root,
+				 strerror(c->error));
 		break;
 	case REASON_OUTPUT:
 		atomic_lock_name(c->output, lock, sizeof(lock));
@@ -215,27 +255,47 @@ static const char *runner_words(const struct decision *d)
 }
 
 /* What a dry run would do to .runner, as the start of "would ...". */
-static const char *dry_runner_words(const struct decision *d)
+static const char *dry_runner_words(const struct decision *d, const struct reason_context *c)
 {
 	if (d->action == ACTION_KEEP)
-		return "keep .runner and ";
+		return c->rewrote ? "keep .runner, rewrite it with the new labels or address, and "
+				  : "keep .runner and ";
 	if (d->action == ACTION_REREGISTER)
-		return "delete .runner and ";
+		return c->host ? "delete .runner, register a runner, write .runner and "
+			       : "delete .runner and ";
+	if (d->action == ACTION_REGISTER && c->host)
+		return "register a runner, write .runner and ";
 	return "";
+}
+
+/* What host registration did to .runner besides, as a sentence's middle. */
+static void host_words(char *buf, size_t n, const struct decision *d,
+		       const struct reason_context *c)
+{
+	buf[0] = '\0';
+	if (c->dry_run || !c->host || d->action == ACTION_PLACEHOLDER)
+		return;
+	if (c->registered_id)
+		snprintf(buf, n, "; registered runner %" PRId64 " and wrote .runner",
+			 c->registered_id);
+	else if (c->rewrote)
+		snprintf(buf, n, "; rewrote .runner with the new labels or address");
 }
 
 char *reason_conclude(char *buf, size_t n, const struct decision *d, const struct reason_context *c)
 {
 	char why[256]; /* a cause is cut at 255 bytes */
+	char more[96];
 
 	reason_say(why, sizeof(why), d->reason, d, c);
+	host_words(more, sizeof(more), d, c);
 	if (d->failure != FAILURE_NONE)
 		snprintf(buf, n, "%s", why);
 	else if (c->dry_run)
-		snprintf(buf, n, "%s: would %swrite %s", why, dry_runner_words(d),
+		snprintf(buf, n, "%s: would %swrite %s", why, dry_runner_words(d, c),
 			 reason_token_words(d->output));
 	else
-		snprintf(buf, n, "%s%s; wrote %s to %s", why, runner_words(d),
+		snprintf(buf, n, "%s%s%s; wrote %s to %s", why, runner_words(d), more,
 			 reason_token_words(d->output), c->output);
 	return say_wait(buf, n, c);
 }

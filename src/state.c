@@ -31,7 +31,8 @@ void state_clear(struct state *s)
 {
 	erase_and_freep(&s->token);
 	erase_and_free_sized(s->loaded, s->loaded_len);
-	*s = (struct state){0};
+	explicit_bzero(s, sizeof(*s)); /* the superseded runners' own tokens */
+	*s = (struct state){.lookup_route = -1};
 }
 
 /* A string field of ours: a string we can hold whole (or absent). */
@@ -40,23 +41,30 @@ static bool copy_string(json_t *j, char *buf, size_t n)
 	return !j || (json_is_string(j) && field_copy(j, buf, n) != FIELD_TOO_LONG);
 }
 
-/* {"id": N, "uuid": "...", "name": "..."}: id required, the rest optional. */
+/* {"id": N, "uuid": "...", "name": "...", "token": "..."}: id required, the
+ * rest optional; a token is one of the token alphabet. */
 static bool runner_from_json(json_t *j, struct state_runner *r)
 {
-	json_t *id = json_object_get(j, "id");
+	json_t *id = json_object_get(j, "id"), *token = json_object_get(j, "token");
 
 	*r = (struct state_runner){0};
 	if (!json_is_object(j) || !json_is_integer(id) || json_integer_value(id) < 1)
 		return false;
 	r->id = json_integer_value(id);
+	if (token && (!json_is_string(token) ||
+		      !token_is_valid(json_string_value(token), json_string_length(token))))
+		return false;
 	return copy_string(json_object_get(j, "uuid"), r->uuid, sizeof(r->uuid)) &&
-	       copy_string(json_object_get(j, "name"), r->name, sizeof(r->name));
+	       copy_string(json_object_get(j, "name"), r->name, sizeof(r->name)) &&
+	       copy_string(token, r->token, sizeof(r->token));
 }
 
 static int from_json(json_t *root, struct state *s)
 {
 	json_t *token = json_object_get(root, "token");
 	json_t *runner = json_object_get(root, "runner");
+	json_t *written = json_object_get(root, "written");
+	json_t *route = json_object_get(root, "lookup_route");
 	json_t *list = json_object_get(root, "superseded");
 	size_t i;
 	json_t *e;
@@ -73,6 +81,12 @@ static int from_json(json_t *root, struct state *s)
 	}
 	if (runner && !runner_from_json(runner, &s->confirmed))
 		return -EBADMSG;
+	if (written && !runner_from_json(written, &s->written))
+		return -EBADMSG;
+	if (route && (!json_is_integer(route) || json_integer_value(route) < 0 ||
+		      json_integer_value(route) > 7))
+		return -EBADMSG;
+	s->lookup_route = route ? (int)json_integer_value(route) : -1;
 	if (list && (!json_is_array(list) || json_array_size(list) > STATE_SUPERSEDED_MAX))
 		return -EBADMSG;
 	json_array_foreach(list, i, e)
@@ -94,7 +108,7 @@ int state_load(const char *path, struct state *s, const char **why)
 	ssize_t n;
 	int r;
 
-	*s = (struct state){0};
+	*s = (struct state){.lookup_route = -1};
 	*why = NULL;
 	fd = open_host_file(path, STATE_FILE_MAX, &st, why);
 	if (fd == -ENOENT)
@@ -147,6 +161,8 @@ static json_t *runner_to_json(const struct state_runner *r)
 		json_object_set_new(j, "uuid", json_string(r->uuid));
 	if (j && r->name[0])
 		json_object_set_new(j, "name", json_string(r->name));
+	if (j && r->token[0])
+		json_object_set_new(j, "token", json_string(r->token));
 	return j;
 }
 
@@ -155,38 +171,25 @@ static json_t *runner_to_json(const struct state_runner *r)
 static char *serialize(const struct state *s, size_t *len)
 {
 	json_t *root = json_object(), *list = json_array();
-	json_malloc_t jmalloc;
-	json_free_t jfree;
 	char *text = NULL;
 
-	if (!root || !list)
-		goto out;
-	if (s->token)
-		json_object_set_new(root, "token", json_string(s->token));
-	if (s->confirmed.id)
-		json_object_set_new(root, "runner", runner_to_json(&s->confirmed));
-	for (size_t i = 0; i < s->n_superseded; i++)
-		json_array_append_new(list, runner_to_json(&s->superseded[i]));
-	json_object_set(root, "superseded", list);
-	text = json_dumps(root, JSON_COMPACT);
-out:
-	json_decref(list);
-	json_decref(root);
-	if (!text)
-		return NULL;
-	/* json_dumps leaves room for nothing more: add the newline in a copy. */
-	*len = strlen(text) + 1;
-	char *line = malloc(*len + 1);
-
-	if (line) {
-		memcpy(line, text, *len - 1);
-		line[*len - 1] = '\n';
-		line[*len] = '\0';
+	if (root && list) {
+		if (s->token)
+			json_object_set_new(root, "token", json_string(s->token));
+		if (s->confirmed.id)
+			json_object_set_new(root, "runner", runner_to_json(&s->confirmed));
+		if (s->written.id)
+			json_object_set_new(root, "written", runner_to_json(&s->written));
+		if (s->lookup_route >= 0)
+			json_object_set_new(root, "lookup_route", json_integer(s->lookup_route));
+		for (size_t i = 0; i < s->n_superseded; i++)
+			json_array_append_new(list, runner_to_json(&s->superseded[i]));
+		json_object_set(root, "superseded", list);
+		text = json_text(root, JSON_COMPACT | JSON_PRESERVE_ORDER, true, len);
 	}
-	explicit_bzero(text, *len - 1);
-	json_get_alloc_funcs(&jmalloc, &jfree); /* json_dumps allocated it */
-	jfree(text);
-	return line;
+	json_decref(list);
+	json_decref(root); /* the wiping allocator zeroes its copies of the secrets */
+	return text;
 }
 
 int state_lock(struct atomic_lock *l, const char *path, int64_t deadline_ms)
@@ -205,7 +208,8 @@ int state_save(const struct atomic_lock *l, const struct state *s)
 	if (s->loaded && len == s->loaded_len && memcmp(text, s->loaded, len) == 0)
 		return 0;
 	/* Nothing remembered and no file (or one to keep): nothing to write. */
-	if (!s->replace && !s->loaded && !s->token && !s->confirmed.id && !s->n_superseded)
+	if (!s->replace && !s->loaded && !s->token && !s->confirmed.id && !s->written.id &&
+	    !s->n_superseded && s->lookup_route < 0)
 		return 0;
 	int r = atomic_replace(l, text, len, false);
 
@@ -235,7 +239,7 @@ void state_forget(struct state *s, size_t i)
 	s->n_superseded--;
 }
 
-void state_supersede(struct state *s, int64_t id, const char *uuid)
+void state_supersede(struct state *s, int64_t id, const char *uuid, const char *token)
 {
 	if (id < 1 || !uuid || uuid[0] == '\0' || strlen(uuid) > RUNNER_UUID_MAX)
 		return;
@@ -248,6 +252,20 @@ void state_supersede(struct state *s, int64_t id, const char *uuid)
 
 	*e = (struct state_runner){.id = id};
 	memcpy(e->uuid, uuid, strlen(uuid) + 1);
+	if (token && token_is_valid(token, strlen(token)))
+		memcpy(e->token, token, strlen(token) + 1);
+}
+
+void state_remember_written(struct state *s, int64_t id, const char *uuid)
+{
+	s->written = (struct state_runner){.id = id};
+	if (strlen(uuid) <= RUNNER_UUID_MAX)
+		memcpy(s->written.uuid, uuid, strlen(uuid) + 1);
+}
+
+void state_forget_token(struct state *s)
+{
+	erase_and_freep(&s->token);
 }
 
 void state_confirm(struct state *s, const struct runner_info *r)
@@ -260,7 +278,7 @@ void state_confirm(struct state *s, const struct runner_info *r)
 		memcpy(now.name, r->name, sizeof(now.name));
 	if (s->confirmed.id &&
 	    (s->confirmed.id != now.id || strcmp(s->confirmed.uuid, now.uuid) != 0))
-		state_supersede(s, s->confirmed.id, s->confirmed.uuid);
+		state_supersede(s, s->confirmed.id, s->confirmed.uuid, NULL);
 	s->confirmed = now;
 	for (size_t i = s->n_superseded; i-- > 0;)
 		if (s->superseded[i].id == now.id)

@@ -13,7 +13,7 @@ int main(void)
 	static const char *const tokens[] = {"current", "remembered", "placeholder", "unchanged"};
 	json_error_t e;
 	json_t *j = json_loadf(stdin, JSON_REJECT_DUPLICATES, &e);
-	const char *action, *reason, *token;
+	const char *action, *reason, *token, *registration;
 	json_t *id, *deleted, *d;
 	int status, dry_run, known = 0, known_token = 0;
 	size_t i;
@@ -22,9 +22,10 @@ int main(void)
 		fprintf(stderr, "not JSON: %s\n", e.text);
 		return 1;
 	}
-	if (json_unpack_ex(j, &e, JSON_STRICT, "{s:s, s:s, s:o, s:s, s:o, s:i, s:b}", "action",
+	if (json_unpack_ex(j, &e, JSON_STRICT, "{s:s, s:s, s:o, s:s, s:o, s:i, s:b, s:s}", "action",
 			   &action, "reason", &reason, "runner_id", &id, "token", &token, "deleted",
-			   &deleted, "exit", &status, "dry_run", &dry_run) != 0) {
+			   &deleted, "exit", &status, "dry_run", &dry_run, "registration",
+			   &registration) != 0) {
 		fprintf(stderr, "wrong shape: %s\n", e.text);
 		return 1;
 	}
@@ -33,7 +34,8 @@ int main(void)
 	for (i = 0; i < sizeof(tokens) / sizeof(tokens[0]); i++)
 		known_token |= strcmp(token, tokens[i]) == 0;
 	if (!known || !known_token || !*reason || !(json_is_null(id) || json_is_integer(id)) ||
-	    !json_is_array(deleted)) {
+	    !json_is_array(deleted) ||
+	    (strcmp(registration, "host") != 0 && strcmp(registration, "container") != 0)) {
 		fprintf(stderr, "bad values\n");
 		return 1;
 	}

@@ -631,7 +631,8 @@ static void ghost_table(void **state)
 		snprintf(shown.status, sizeof(shown.status), "%s", judged[i].status);
 		if (judged[i].forge_name)
 			snprintf(shown.name, sizeof(shown.name), "%s", judged[i].forge_name);
-		j = ghosts_judge(&listed, "hive", judged[i].v, judged[i].shown ? &shown : NULL);
+		j = ghosts_judge(&listed, "hive", judged[i].v, judged[i].shown ? &shown : NULL,
+				 PROOF_NONE);
 		print_message("%s\n", judged[i].name);
 		assert_int_equal(j.fate, judged[i].fate);
 		assert_int_equal(j.reason, judged[i].reason);
@@ -644,7 +645,8 @@ static void ghost_table(void **state)
 				   .name = "",
 				   .instance_scope = true,
 				   .status = "offline"};
-	assert_int_equal(ghosts_judge(&listed, "", VERDICT_OK, &ours).fate, GHOST_FORGET);
+	assert_int_equal(ghosts_judge(&listed, "", VERDICT_OK, &ours, PROOF_NONE).fate,
+			 GHOST_FORGET);
 }
 
 static void names(void **state)

@@ -24,11 +24,11 @@ static void entries_are_distinct_by_id_and_uuid(void **unused)
 	(void)unused;
 	struct state s = {0};
 
-	state_supersede(&s, 1, "u-1");
-	state_supersede(&s, 1, "u-1");
-	state_supersede(&s, 1, "u-other"); /* a wipe reused the id */
-	state_supersede(&s, 2, NULL);	   /* no uuid: cannot be proven ours later */
-	state_supersede(&s, 0, "u-0");
+	state_supersede(&s, 1, "u-1", NULL);
+	state_supersede(&s, 1, "u-1", NULL);
+	state_supersede(&s, 1, "u-other", NULL); /* a wipe reused the id */
+	state_supersede(&s, 2, NULL, NULL);	 /* no uuid: cannot be proven ours later */
+	state_supersede(&s, 0, "u-0", NULL);
 	assert_int_equal(s.n_superseded, 2);
 	assert_string_equal(s.superseded[1].uuid, "u-other");
 }
@@ -41,7 +41,7 @@ static void oldest_goes_beyond_the_limit(void **unused)
 
 	for (int i = 1; i <= STATE_SUPERSEDED_MAX + 3; i++) {
 		snprintf(uuid, sizeof(uuid), "u-%d", i);
-		state_supersede(&s, i, uuid);
+		state_supersede(&s, i, uuid, NULL);
 	}
 	assert_int_equal(s.n_superseded, STATE_SUPERSEDED_MAX);
 	assert_int_equal(s.superseded[0].id, 4);
@@ -54,7 +54,7 @@ static void confirming_another_runner_supersedes_the_old_one(void **unused)
 	struct state s = {0};
 	struct runner_info a = runner(5, "u-5"), b = runner(6, "u-6");
 
-	state_supersede(&s, 6, "u-6"); /* unverified on an earlier boot */
+	state_supersede(&s, 6, "u-6", NULL); /* unverified on an earlier boot */
 	state_confirm(&s, &a);
 	assert_int_equal(s.confirmed.id, 5);
 	state_confirm(&s, &a); /* the same again: nothing moves */
@@ -66,7 +66,7 @@ static void confirming_another_runner_supersedes_the_old_one(void **unused)
 	assert_string_equal(s.superseded[0].uuid, "u-5");
 	/* Discarded or unconfirmed, the current runner is listed; confirmed
 	 * again, it leaves the list. */
-	state_supersede(&s, 6, "u-6");
+	state_supersede(&s, 6, "u-6", NULL);
 	assert_int_equal(s.n_superseded, 2);
 	state_confirm(&s, &b);
 	assert_int_equal(s.n_superseded, 1);
