@@ -28,7 +28,7 @@ FUZZ_SRCS = src/answer.c src/jsonutil.c src/runner.c src/token.c src/utf8.c
 # unit tests link everything else but main.c, whose I/O (files, the forge
 # client) comes along with the state file's rules and the clean-up's judge.
 PURE_SRCS = $(FUZZ_SRCS) src/decide.c src/options.c src/reason.c
-UNIT_SRCS = $(PURE_SRCS) src/state.c src/atomic.c src/fileio.c src/ghosts.c \
+UNIT_SRCS = $(PURE_SRCS) src/state.c src/atomic.c src/container.c src/fileio.c src/ghosts.c \
 	    src/forge.c src/forge_api.c src/log.c src/peer.c src/runnerproto.c src/wipe_alloc.c
 SRCS      = $(PURE_SRCS) src/atomic.c src/container.c src/fileio.c src/flow.c src/forge.c \
 	    src/forge_api.c src/ghosts.c src/log.c src/main.c src/output.c src/peer.c \

@@ -35,6 +35,13 @@ void atomic_lock_name(const char *path, char *buf, size_t n);
  * caller holds the lock. */
 int atomic_replace(const struct atomic_lock *l, const char *data, size_t len, bool only_if_absent);
 
+/* Removes the ".<base>.tmp-*" that killed runs left in dir_fd (the names
+ * themselves, with unlinkat: never what a symlink points to; directories
+ * are left).  Only safe while no other run can be writing base: the caller
+ * holds the lock, or the host-side lock that serialises runs.  Errors are
+ * ignored: a temporary left over is harmless. */
+void atomic_remove_stale(int dir_fd, const char *base);
+
 /* The one replace-a-file routine: a temporary ".<base>.tmp-<random>" in
  * dir_fd, created O_EXCL and never through a symlink, given uid:gid
  * ((uid_t)-1, (gid_t)-1: ours) and mode 0600, written, fsynced, renamed over

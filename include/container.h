@@ -1,4 +1,4 @@
-/* .runner, resolved and read inside the container root. */
+/* .runner, resolved inside the container root: read, removed, written. */
 #pragma once
 
 #include <stdbool.h>
@@ -49,3 +49,48 @@ void container_drop_data(struct runner_file *rf);
 
 /* Closes, wipes and frees. */
 void container_close_runner(struct runner_file *rf);
+
+/* How the runner module lays out its state directory under DynamicUser=,
+ * told from --runner-file (absolute, inside the container). */
+enum runner_layout {
+	LAYOUT_PLAIN,		/* not under /var/lib/<top>/<instance>/: plain directories */
+	LAYOUT_LINKED_TOP,	/* /var/lib/<top>/<instance>/.runner with /var/lib/<top> ->
+				 * private/<top> (services.gitea-actions-runner:
+				 * StateDirectory=gitea-runner) */
+	LAYOUT_LINKED_INSTANCE, /* /var/lib/forgejo-runner/<instance>/.runner with
+				 * /var/lib/forgejo-runner/<instance> ->
+				 * ../private/forgejo-runner/<instance> inside a real 0755
+				 * /var/lib/forgejo-runner (services.forgejo.runner) */
+};
+
+/* The layout of path (pure): under /var/lib/ with at least
+ * <top>/<instance>/<file>, LAYOUT_LINKED_INSTANCE for the top
+ * "forgejo-runner", LAYOUT_LINKED_TOP for any other top but "private" (that
+ * is systemd's own directory); anything else LAYOUT_PLAIN.  Empty
+ * components ("//") are skipped; a path with "." or ".." is LAYOUT_PLAIN
+ * (container_write_runner refuses it). */
+enum runner_layout container_runner_layout(const char *path);
+
+/* Writes data[0..len) as the file path (absolute, inside the container) in
+ * the container root, race-free against the container.  What is missing is
+ * created as nixos-container and systemd would have it, whatever the umask:
+ * the root (and its missing host parents), /var and /var/lib 0755 and
+ * /var/lib/private 0700, ours; then per layout the real directory under
+ * private/ and systemd's relative symlink (only where nothing is in the
+ * link's place yet), and every directory down to the file's own, 0755, each
+ * owned like its parent when a non-root uid owns that (the runner's dynamic
+ * user), else ours.  Existing entries are used as they are.  The file goes
+ * through atomic_write_at in its directory, resolved again from the root,
+ * with that directory's owner and group and mode 0600, after removing the
+ * temporaries of killed runs (the caller serialises runs).  A symlink, FIFO
+ * or other non-directory at the name is replaced, never followed or opened.
+ * data may be a secret: nothing here logs.
+ *
+ * Returns 1 when written, or -errno with the old file intact and no
+ * temporary left: -EINVAL for a path that is not absolute, names no file or
+ * holds "." or "..", -ENOTDIR when a non-directory is in the way, -EISDIR
+ * when the name is a directory, -ENOSPC on a full file system, -ENOSYS
+ * without openat2, -EAGAIN when renames raced the lookups until
+ * deadline_ms. */
+int container_write_runner(const char *root, const char *path, const char *data, size_t len,
+			   int64_t deadline_ms);

@@ -170,8 +170,7 @@ void atomic_lock_name(const char *path, char *buf, size_t n)
 		snprintf(buf, n, ".%s" LOCK_SUFFIX, path);
 }
 
-/* Removes ".<base>.tmp-*" left behind by killed runs.  Caller holds the lock. */
-static void remove_stale_temporaries(int dir_fd, const char *base)
+void atomic_remove_stale(int dir_fd, const char *base)
 {
 	char prefix[NAME_MAX + 16];
 	struct dirent *de;
@@ -214,9 +213,11 @@ int atomic_write_at(int dir_fd, const char *base, const char *data, size_t len, 
 	if (fd < 0)
 		return fd;
 	r = write_full(fd, data, len);
-	if (r == 0 && (uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fd, uid, gid) < 0)
-		r = -errno;
+	/* The mode first: a caller without CAP_FOWNER (the systemd unit grants
+	 * CAP_CHOWN only) cannot chmod a file it has already given away. */
 	if (r == 0 && fchmod(fd, 0600) < 0) /* whatever the umask */
+		r = -errno;
+	if (r == 0 && (uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fd, uid, gid) < 0)
 		r = -errno;
 	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
@@ -238,6 +239,6 @@ discard:
 
 int atomic_replace(const struct atomic_lock *l, const char *data, size_t len, bool only_if_absent)
 {
-	remove_stale_temporaries(l->dir_fd, l->base);
+	atomic_remove_stale(l->dir_fd, l->base);
 	return atomic_write_at(l->dir_fd, l->base, data, len, (uid_t)-1, (gid_t)-1, only_if_absent);
 }
