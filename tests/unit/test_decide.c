@@ -28,6 +28,13 @@ struct world {
 	bool token_changed; /* the token differs from the remembered one */
 	bool remembered;
 	bool reregister, placeholder_on_keep, dry_run, no_cleanup;
+	/* host registration */
+	bool host;
+	bool no_creds;	 /* .runner has no uuid or token */
+	bool differs;	 /* its labels or address are not the options' */
+	bool forge_uuid; /* a 200 lookup shows a uuid */
+	enum verdict declare;
+	enum verdict registration;
 };
 
 struct row {
@@ -38,8 +45,9 @@ struct row {
 };
 
 static const char *const step_names[] = {
-    [STEP_LOOKUP] = "lookup", [STEP_DISCARD] = "discard", [STEP_FETCH] = "fetch",
-    [STEP_WRITE] = "write",   [STEP_CLEANUP] = "cleanup", [STEP_DONE] = "done",
+    [STEP_LOOKUP] = "lookup",	[STEP_DISCARD] = "discard",   [STEP_FETCH] = "fetch",
+    [STEP_DECLARE] = "declare", [STEP_REGISTER] = "register", [STEP_WRITE_RUNNER] = "write_runner",
+    [STEP_WRITE] = "write",	[STEP_CLEANUP] = "cleanup",   [STEP_DONE] = "done",
 };
 
 /* Plays the world through decide() as flow.c does: each step sets the
@@ -55,6 +63,9 @@ static struct decision play(const struct world *w, char *steps, size_t n)
 	    .waited = w->waited,
 	    .held = w->held,
 	    .remembered = w->remembered,
+	    .host = w->host,
+	    .creds = !w->no_creds,
+	    .differs = w->differs,
 	};
 	struct decision d;
 
@@ -70,6 +81,7 @@ static struct decision play(const struct world *w, char *steps, size_t n)
 			f.looked_up = true;
 			f.lookup = w->lookup;
 			f.runner_object = w->runner_object;
+			f.forge_uuid = w->forge_uuid;
 			f.match = w->match;
 			break;
 		case STEP_DISCARD:
@@ -80,6 +92,17 @@ static struct decision play(const struct world *w, char *steps, size_t n)
 			f.fetch = w->fetch;
 			f.token_valid = w->fetch == VERDICT_OK && !w->not_a_token;
 			f.token_changed = f.token_valid && w->token_changed;
+			break;
+		case STEP_DECLARE:
+			f.declared = true;
+			f.declare = w->declare;
+			break;
+		case STEP_REGISTER:
+			f.registered = true;
+			f.registration = w->registration;
+			break;
+		case STEP_WRITE_RUNNER:
+			f.runner_written = true;
 			break;
 		case STEP_WRITE:
 			f.written = true;
@@ -541,6 +564,170 @@ static const struct row rows[] = {
       .action = ACTION_PLACEHOLDER,
       .output = TOKEN_PLACEHOLDER,
       .reason = REASON_NO_ADMIN_TOKEN}},
+
+/* Host registration: a constant output, Declare where the lookup cannot
+ * compare uuids, Register from the host, .runner written. */
+#define HOST  .host = true
+#define UUIDS .forge_uuid = true
+    {"host: 200, same uuid",
+     {HOST, RUNNER, SAME, UUIDS, .remembered = true},
+     "lookup write cleanup",
+     {.fate = FATE_CONFIRMED,
+      .action = ACTION_KEEP,
+      .output = TOKEN_PLACEHOLDER,
+      .reason = REASON_STILL_REGISTERED}},
+    {"host: 200, same uuid, new labels",
+     {HOST, RUNNER, SAME, UUIDS, .differs = true},
+     "lookup write_runner write cleanup",
+     {.fate = FATE_CONFIRMED,
+      .action = ACTION_KEEP,
+      .output = TOKEN_PLACEHOLDER,
+      .reason = REASON_STILL_REGISTERED}},
+    {"host: 200, uuid differs",
+     {HOST, RUNNER, .lookup = VERDICT_OK, .runner_object = true, UUIDS, .match = RUNNER_OTHER_UUID,
+      TOKEN, .registration = VERDICT_OK},
+     "lookup discard fetch register write_runner write",
+     {.fate = FATE_DISCARDED,
+      .action = ACTION_REREGISTER,
+      .output = TOKEN_PLACEHOLDER,
+      .reason = REASON_OTHER_UUID}},
+    {"host: 200 without uuid (Gitea), Declare takes it",
+     {HOST, RUNNER, SAME, .declare = VERDICT_OK},
+     "lookup declare write cleanup",
+     {.fate = FATE_CONFIRMED,
+      .action = ACTION_KEEP,
+      .output = TOKEN_PLACEHOLDER,
+      .reason = REASON_DECLARED}},
+    {"host: no lookup route, Declare takes it",
+     {HOST, RUNNER, .lookup = VERDICT_NO_ROUTE, .declare = VERDICT_OK},
+     "lookup declare write",
+     {.fate = FATE_CONFIRMED,
+      .action = ACTION_KEEP,
+      .output = TOKEN_PLACEHOLDER,
+      .reason = REASON_DECLARED}},
+    {"host: no lookup route, unregistered runner",
+     {HOST, RUNNER, .lookup = VERDICT_NO_ROUTE, .declare = VERDICT_GONE, TOKEN,
+      .registration = VERDICT_OK},
+     "lookup declare discard fetch register write_runner write",
+     {.fate = FATE_DISCARDED,
+      .action = ACTION_REREGISTER,
+      .output = TOKEN_PLACEHOLDER,
+      .reason = REASON_UNREGISTERED}},
+    {"host: no lookup route, Declare cannot tell",
+     {HOST, RUNNER, .lookup = VERDICT_NO_ROUTE, .declare = VERDICT_TRANSIENT},
+     "lookup declare write",
+     {.fate = FATE_UNVERIFIED,
+      .action = ACTION_KEEP,
+      .output = TOKEN_PLACEHOLDER,
+      .reason = REASON_DECLARE_UNKNOWN,
+      .worth_a_warning = true}},
+    {"host: Declare, TLS",
+     {HOST, RUNNER, .lookup = VERDICT_NO_ROUTE, .declare = VERDICT_TLS_FAILED},
+     "lookup declare",
+     {.fate = FATE_UNVERIFIED,
+      .action = ACTION_FAIL,
+      .output = TOKEN_UNCHANGED,
+      .failure = FAILURE_TLS,
+      .reason = REASON_TLS}},
+    {"host: no lookup route, the token changed: no matter",
+     {HOST, RUNNER, .lookup = VERDICT_NO_ROUTE, .declare = VERDICT_OK, .token_changed = true,
+      .remembered = true},
+     "lookup declare write",
+     {.fate = FATE_CONFIRMED,
+      .action = ACTION_KEEP,
+      .output = TOKEN_PLACEHOLDER,
+      .reason = REASON_DECLARED}},
+    {"host: .runner without credentials",
+     {HOST, RUNNER, .no_creds = true, TOKEN, .registration = VERDICT_OK},
+     "discard fetch register write_runner write",
+     {.fate = FATE_DISCARDED,
+      .action = ACTION_REREGISTER,
+      .output = TOKEN_PLACEHOLDER,
+      .reason = REASON_NO_CREDENTIALS}},
+    {"host: no .runner",
+     {HOST, .held = HELD_NOTHING, TOKEN, .registration = VERDICT_OK},
+     "fetch register write_runner write",
+     {.fate = FATE_ABSENT,
+      .action = ACTION_REGISTER,
+      .output = TOKEN_PLACEHOLDER,
+      .reason = REASON_NO_RUNNER}},
+    {"host: no registration token in time",
+     {HOST, .held = HELD_NOTHING, .fetch = VERDICT_NO_ANSWER},
+     "fetch",
+     {.fate = FATE_ABSENT,
+      .action = ACTION_FAIL,
+      .output = TOKEN_UNCHANGED,
+      .failure = FAILURE_NO_TOKEN,
+      .reason = REASON_NO_TOKEN_IN_TIME}},
+    {"host: no answer to Register",
+     {HOST, .held = HELD_NOTHING, TOKEN, .registration = VERDICT_NO_ANSWER},
+     "fetch register",
+     {.fate = FATE_ABSENT,
+      .action = ACTION_FAIL,
+      .output = TOKEN_UNCHANGED,
+      .failure = FAILURE_REGISTER_NO_ANSWER,
+      .reason = REASON_REGISTER_NO_ANSWER}},
+    {"host: Register refused",
+     {HOST, .held = HELD_NOTHING, TOKEN, .registration = VERDICT_UNEXPECTED},
+     "fetch register",
+     {.fate = FATE_ABSENT,
+      .action = ACTION_FAIL,
+      .output = TOKEN_UNCHANGED,
+      .failure = FAILURE_REGISTER_REFUSED,
+      .reason = REASON_REGISTER_REFUSED}},
+    {"host: no runner protocol",
+     {HOST, .held = HELD_NOTHING, TOKEN, .registration = VERDICT_NO_ROUTE},
+     "fetch register",
+     {.fate = FATE_ABSENT,
+      .action = ACTION_FAIL,
+      .output = TOKEN_UNCHANGED,
+      .failure = FAILURE_REGISTER_REFUSED,
+      .reason = REASON_REGISTER_REFUSED}},
+    {"host: Register, TLS",
+     {HOST, .held = HELD_NOTHING, TOKEN, .registration = VERDICT_TLS_FAILED},
+     "fetch register",
+     {.fate = FATE_ABSENT,
+      .action = ACTION_FAIL,
+      .output = TOKEN_UNCHANGED,
+      .failure = FAILURE_TLS,
+      .reason = REASON_TLS}},
+    {"host: no answer to the lookup",
+     {HOST, RUNNER, .lookup = VERDICT_NO_ANSWER, .remembered = true},
+     "lookup write",
+     {.fate = FATE_UNVERIFIED,
+      .action = ACTION_KEEP,
+      .output = TOKEN_PLACEHOLDER,
+      .reason = REASON_NO_ANSWER,
+      .worth_a_warning = true}},
+    {"host: no admin token",
+     {HOST, .no_admin = true, RUNNER, .remembered = true},
+     "write",
+     {.fate = FATE_UNVERIFIED,
+      .action = ACTION_PLACEHOLDER,
+      .output = TOKEN_PLACEHOLDER,
+      .reason = REASON_NO_ADMIN_TOKEN}},
+    {"host: dry run, no .runner",
+     {HOST, .held = HELD_NOTHING, .dry_run = true},
+     "write",
+     {.fate = FATE_ABSENT,
+      .action = ACTION_REGISTER,
+      .output = TOKEN_PLACEHOLDER,
+      .reason = REASON_NO_RUNNER}},
+    {"host: dry run, no lookup route",
+     {HOST, RUNNER, .lookup = VERDICT_NO_ROUTE, .dry_run = true},
+     "lookup write",
+     {.fate = FATE_UNVERIFIED,
+      .action = ACTION_KEEP,
+      .output = TOKEN_PLACEHOLDER,
+      .reason = REASON_WOULD_DECLARE,
+      .worth_a_warning = true}},
+    {"host: dry run, new labels",
+     {HOST, RUNNER, SAME, UUIDS, .differs = true, .dry_run = true},
+     "lookup write_runner write cleanup",
+     {.fate = FATE_CONFIRMED,
+      .action = ACTION_KEEP,
+      .output = TOKEN_PLACEHOLDER,
+      .reason = REASON_STILL_REGISTERED}},
 };
 
 static void decision_table(void **state)
