@@ -75,11 +75,13 @@ enum runner_layout container_runner_layout(const char *path);
  * the container root, race-free against the container.  What is missing is
  * created as nixos-container and systemd would have it, whatever the umask:
  * the root (and its missing host parents), /var and /var/lib 0755 and
- * /var/lib/private 0700, ours; then per layout the real directory under
- * private/ and systemd's relative symlink (only where nothing is in the
- * link's place yet), and every directory down to the file's own, 0755, each
- * owned like its parent when a non-root uid owns that (the runner's dynamic
- * user), else ours.  Existing entries are used as they are.  The file goes
+ * /var/lib/private 0700, ours; then per layout the real directories under
+ * private/ (unless a real directory is in the link's place: systemd moves
+ * that one there itself) and systemd's relative symlink where nothing is;
+ * and every directory down to the file's own, 0755, each owned like its
+ * parent when a non-root uid owns that (the runner's dynamic user), else
+ * ours.  Existing entries are used as they are; directories made stay when
+ * a later step fails.  The file goes
  * through atomic_write_at in its directory, resolved again from the root,
  * with that directory's owner and group and mode 0600, after removing the
  * temporaries of killed runs (the caller serialises runs).  A symlink, FIFO
