@@ -49,13 +49,21 @@ $(PROG): $(OBJS)
 $(B)/%.o: src/%.c | $(B)
 	$(CC) $(CFLAGS) $(DEPS_CFLAGS) -c -o $@ $<
 
-# Unit tests and corpus replays run under AddressSanitizer and
-# UndefinedBehaviorSanitizer, compiled from source with the pure parts.
-$(B)/test_%: tests/unit/test_%.c $(UNIT_SRCS) $(wildcard include/*.h) | $(B)
-	$(CC) $(CFLAGS) $(SANITIZE) $(DEPS_CFLAGS) -o $@ $< $(UNIT_SRCS) $(CMOCKA_LIBS) $(DEPS_LIBS)
+# Unit tests, corpus replays and a second build of the program run under
+# AddressSanitizer and UndefinedBehaviorSanitizer, from objects compiled once.
+SAN_OBJS  = $(SRCS:src/%.c=$(B)/san/%.o)
 
-$(B)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(FUZZ_SRCS) $(wildcard include/*.h) | $(B)
-	$(CC) $(CFLAGS) $(SANITIZE) $(DEPS_CFLAGS) -o $@ $< tests/fuzz/replay.c $(FUZZ_SRCS) $(DEPS_LIBS)
+$(B)/san/%.o: src/%.c | $(B)
+	@mkdir -p $(B)/san
+	$(CC) $(CFLAGS) $(SANITIZE) $(DEPS_CFLAGS) -c -o $@ $<
+
+$(B)/test_%: tests/unit/test_%.c $(UNIT_SRCS:src/%.c=$(B)/san/%.o) | $(B)
+	$(CC) $(CFLAGS) $(SANITIZE) $(DEPS_CFLAGS) -o $@ $< $(UNIT_SRCS:src/%.c=$(B)/san/%.o) \
+		$(CMOCKA_LIBS) $(DEPS_LIBS)
+
+$(B)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(FUZZ_SRCS:src/%.c=$(B)/san/%.o) | $(B)
+	$(CC) $(CFLAGS) $(SANITIZE) $(DEPS_CFLAGS) -o $@ $< tests/fuzz/replay.c \
+		$(FUZZ_SRCS:src/%.c=$(B)/san/%.o) $(DEPS_LIBS)
 
 $(B)/json_check: tests/unit/json_check.c | $(B)
 	$(CC) $(CFLAGS) $(DEPS_CFLAGS) -o $@ $< $(DEPS_LIBS)
@@ -69,9 +77,9 @@ $(B)/curl_init_fails.so: tests/curl_init_fails.c | $(B)
 	$(CC) $(CFLAGS) -shared -fPIC -o $@ $<
 
 # The same program with the sanitizers, for a second integration run.
-$(B)/asan/$(PROG): $(SRCS) $(wildcard include/*.h) | $(B)
+$(B)/asan/$(PROG): $(SAN_OBJS) | $(B)
 	@mkdir -p $(B)/asan
-	$(CC) $(CFLAGS) $(SANITIZE) $(DEPS_CFLAGS) -o $@ $(SRCS) $(DEPS_LIBS)
+	$(CC) $(CFLAGS) $(SANITIZE) -o $@ $(SAN_OBJS) $(DEPS_LIBS)
 
 # libFuzzer targets (clang), each run for FUZZ_TIME seconds from the seed corpus.
 fuzz:
@@ -90,9 +98,13 @@ $(B):
 deps:
 	@sh tests/deps.sh
 
+# Jobs for the builds of make check (a make -j of its own wins).
+JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
+
 check: deps
-	@$(MAKE) --no-print-directory $(PROG) $(UNIT) $(REPLAYS) $(B)/json_check $(B)/sleep_overshoot.so $(B)/curl_init_fails.so \
-		$(B)/asan/$(PROG)
+	@$(MAKE) --no-print-directory $(if $(findstring j,$(firstword $(MAKEFLAGS))),,-j$(JOBS)) \
+		$(PROG) $(UNIT) $(REPLAYS) $(B)/json_check $(B)/sleep_overshoot.so \
+		$(B)/curl_init_fails.so $(B)/asan/$(PROG)
 	@$(PYTHON) tests/check.py --binary ./$(PROG) --asan-binary $(B)/asan/$(PROG) $(UNIT) \
 		$(foreach t,$(FUZZERS),--replay $(B)/replay_$(t)=tests/fuzz/corpus/$(t))
 
@@ -128,4 +140,4 @@ clean:
 
 .PHONY: all bench check demo deps fuzz install uninstall lint clean
 
--include $(OBJS:.o=.d)
+-include $(OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(wildcard $(B)/test_*.d $(B)/replay_*.d)

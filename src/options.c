@@ -380,6 +380,8 @@ static const char *check_runner_file(const char *path)
 	base++;
 	if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
 		return "must name a file";
+	if (strstr(path, "/./") || strstr(path, "/../"))
+		return "must not contain . or .. components";
 	if (strlen(base) > NAME_MAX)
 		return "has a file name that is too long";
 	return NULL;

@@ -3,14 +3,15 @@
 and the integration tests once more under AddressSanitizer and
 UndefinedBehaviorSanitizer.  Ends with "N passed, N failed, N skipped".
 
-The two integration passes run side by side: most of a case's time is spent
-waiting (for a deadline, a retry, a forge that comes up late), and each case
-has its own directory, forge and port."""
+Everything runs a few jobs at once (-j, HIVE_CHECK_JOBS): most of a case's
+time is spent waiting (for a deadline, a retry, a forge that comes up late),
+and each case has its own directory, forge and ports."""
 
 import argparse
 import glob
 import importlib
 import os
+import queue
 import re
 import subprocess
 import sys
@@ -65,27 +66,55 @@ def run_replay(spec):
         report("failed", name, p.stdout + p.stderr)
 
 
-def run_cases(binary, label, only_sanitize=False, pattern=None):
+def run_case(binary, label, fn):
+    name = "%s/%s" % (label, fn.__name__)
+    env = harness.Env()
+    env.binary = binary
+    start = time.monotonic()
+    try:
+        fn(env)
+    except harness.Skip as e:
+        report("skipped", name, str(e))
+    except Exception:
+        report("failed", name, traceback.format_exc())
+    else:
+        report("passed", name + " (%.2fs)" % (time.monotonic() - start))
+    finally:
+        env.close()
+
+
+def cases(binary, label, only_sanitize=False, pattern=None, alone=False):
+    """The jobs of one pass: each case against binary (those to run alone,
+    or the others)."""
     binary = os.path.abspath(binary)
     for fn in harness.CASES:
-        name = "%s/%s" % (label, fn.__name__)
-        if only_sanitize and not fn.sanitize:
+        if (only_sanitize and not fn.sanitize) or fn.alone != alone:
             continue
-        if pattern and not re.search(pattern, name):
+        if pattern and not re.search(pattern, "%s/%s" % (label, fn.__name__)):
             continue
-        env = harness.Env()
-        env.binary = binary
-        start = time.monotonic()
-        try:
-            fn(env)
-        except harness.Skip as e:
-            report("skipped", name, str(e))
-        except Exception:
-            report("failed", name, traceback.format_exc())
-        else:
-            report("passed", name + " (%.2fs)" % (time.monotonic() - start))
-        finally:
-            env.close()
+        yield lambda fn=fn: run_case(binary, label, fn)
+
+
+def run_all(jobs, workers):
+    """Runs the jobs on a few threads: most of a case's time is spent
+    waiting (for a deadline, a retry, a forge that comes up late), and each
+    case has its own directory, forge and ports."""
+    todo = queue.Queue()
+    for job in jobs:
+        todo.put(job)
+
+    def work():
+        while True:
+            try:
+                job = todo.get_nowait()
+            except queue.Empty:
+                return
+            job()
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def main():
@@ -94,6 +123,9 @@ def main():
     ap.add_argument("--asan-binary")
     ap.add_argument("-k", dest="pattern", help="only cases whose name matches")
     ap.add_argument("--replay", action="append", default=[], metavar="BINARY=CORPUS")
+    ap.add_argument("-j", dest="jobs", type=int,
+                    default=int(os.environ.get("HIVE_CHECK_JOBS", "0")) or
+                    2 + 2 * (os.cpu_count() or 1), help="cases at once")
     ap.add_argument("units", nargs="*")
     args = ap.parse_args()
 
@@ -101,22 +133,21 @@ def main():
         importlib.import_module(os.path.basename(path)[:-3])
 
     start = time.monotonic()
+    # Read by the sanitizer builds only; the plain one ignores them.
+    os.environ["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:exitcode=99"
+    os.environ["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1:exitcode=99"
+    jobs = []
     if not args.pattern:
-        for u in args.units:
-            run_unit(u)
-        for spec in args.replay:
-            run_replay(spec)
-    passes = [threading.Thread(target=run_cases, args=(args.binary, "it", False, args.pattern))]
+        jobs += [lambda u=u: run_unit(u) for u in args.units]
+        jobs += [lambda s=s: run_replay(s) for s in args.replay]
+    # The slow cases first, so that none is left alone at the end.
+    slow = [fn for fn in harness.CASES if fn.slow]
+    harness.CASES[:] = slow + [fn for fn in harness.CASES if not fn.slow]
+    jobs += list(cases(args.binary, "it", False, args.pattern))
     if args.asan_binary:
-        # Read by the sanitizer build only; the plain one ignores them.
-        os.environ["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:exitcode=99"
-        os.environ["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1:exitcode=99"
-        passes.append(threading.Thread(target=run_cases,
-                                       args=(args.asan_binary, "asan", True, args.pattern)))
-    for t in passes:
-        t.start()
-    for t in passes:
-        t.join()
+        jobs += list(cases(args.asan_binary, "asan", True, args.pattern))
+    run_all(jobs, args.jobs)
+    run_all(list(cases(args.binary, "it", False, args.pattern, alone=True)), 1)
     print("%.1fs" % (time.monotonic() - start))
     print("%d passed, %d failed, %d skipped" % (counts["passed"], counts["failed"],
                                                 counts["skipped"]))

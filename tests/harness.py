@@ -32,11 +32,13 @@ class Skip(Exception):
     """Raised by a case that cannot run here (no root, no tool)."""
 
 
-def case(fn=None, *, slow=False, sanitize=True):
-    """Registers a test case.  slow: kept out of the sanitizer rerun."""
+def case(fn=None, *, slow=False, sanitize=True, alone=False):
+    """Registers a test case.  slow: kept out of the sanitizer rerun.
+    alone: run by itself, after the others (a race that needs the cores)."""
     def register(f):
         f.slow = slow
         f.sanitize = sanitize and not slow
+        f.alone = alone
         CASES.append(f)
         return f
     return register(fn) if fn else register
@@ -218,6 +220,34 @@ def unused_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def write_executable(path, text):
+    """Writes a script to run.  Waits until no other process still holds it
+    open: a case on another thread may have forked between our open and
+    close, and until that child execs, running the script fails with
+    ETXTBSY ("Text file busy")."""
+    with open(path, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o755)
+    real = os.path.realpath(path)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        busy = False
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                fds = os.listdir("/proc/%s/fd" % pid)
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink("/proc/%s/fd/%s" % (pid, fd)) == real:
+                        busy = True
+                except OSError:
+                    pass
+        if not busy:
+            return
+        time.sleep(0.005)
 
 
 def says(text, *parts):

@@ -17,7 +17,7 @@ import shutil
 import stat
 import subprocess
 
-from harness import case
+from harness import case, write_executable
 
 TOP = os.path.realpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 SCRIPT = os.path.join(TOP, "nix", "admin-token.sh")
@@ -95,9 +95,8 @@ class World:
         self.forge_dir = os.path.join(base, "forge")
         os.makedirs(os.path.join(self.forge_dir, "users"))
         self.cli = os.path.join(self.forge_dir, "forgejo")
-        with open(self.cli, "w") as fh:
-            fh.write(FORGE_CLI % {"bash": shutil.which("bash"), "dir": self.forge_dir})
-        os.chmod(self.cli, 0o755)
+        write_executable(self.cli, FORGE_CLI % {"bash": shutil.which("bash"),
+                                                "dir": self.forge_dir})
         self.run_dir = os.path.join(base, "run", "hive-ci-admin-token")
         os.makedirs(self.run_dir, mode=0o700)
         os.chmod(os.path.dirname(self.run_dir), 0o755)

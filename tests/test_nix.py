@@ -25,7 +25,7 @@ import threading
 
 import runner_sim
 import sys
-from harness import Env, Skip, case
+from harness import Env, Skip, case, write_executable
 
 TOP = os.path.realpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 KIT = os.environ.get("HIVE_NIX_EVAL") or os.path.join(TOP, "..", "shared", "nix-eval")
@@ -1143,9 +1143,7 @@ class Container:
             self.config, self.environment = dict(s["serviceConfig"]), dict(s["environment"])
         self.log = os.path.join(env.dir, "runner-calls")
         self.fake = os.path.join(env.dir, "fake-runner")
-        with open(self.fake, "w") as fh:
-            fh.write(FAKE_RUNNER % {"python": sys.executable})
-        os.chmod(self.fake, 0o755)
+        write_executable(self.fake, FAKE_RUNNER % {"python": sys.executable})
 
     def spec(self, v):
         return v.replace("%i", self.name).replace("%I", self.name)

@@ -242,12 +242,12 @@ def assert_swapped_in_decoy_is_never_opened(env, make_decoy):
         watch.close()
 
 
-@case(slow=True)
+@case(slow=True, alone=True)
 def fifo_swapped_in_by_a_race_is_never_opened(env):
     assert_swapped_in_decoy_is_never_opened(env, os.mkfifo)
 
 
-@case(slow=True)
+@case(slow=True, alone=True)
 def device_swapped_in_by_a_race_is_never_opened(env):
     needs_root()
 

@@ -116,9 +116,6 @@ class Squatter:
     """A listener on a loopback port, as nobody: records what it receives."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
         self.r, self.w = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:
@@ -127,11 +124,9 @@ class Squatter:
                 os.setgid(65534)
                 os.setuid(65534)
                 listener = socket.socket()  # created as nobody: nobody holds it
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                self.sock.close()
-                listener.bind(("127.0.0.1", self.port))
+                listener.bind(("127.0.0.1", 0))
                 listener.listen(8)
-                os.write(self.w, b"up\n")
+                os.write(self.w, b"%05d\n" % listener.getsockname()[1])
                 listener.settimeout(5)
                 while True:
                     conn, _ = listener.accept()
@@ -151,9 +146,10 @@ class Squatter:
                 pass
             finally:
                 os._exit(0)
-        self.sock.close()
         os.close(self.w)
-        assert os.read(self.r, 3) == b"up\n"
+        up = os.read(self.r, 6)
+        assert len(up) == 6, "the squatter did not start"
+        self.port = int(up)
 
     def received(self):
         os.kill(self.pid, signal.SIGKILL)
