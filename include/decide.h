@@ -142,6 +142,7 @@ struct facts {
 	bool creds;	 /* ... HELD_RUNNER: a uuid and a token (host registration needs them) */
 	bool differs;	 /* ... its labels or address are not the options' */
 	bool remembered; /* the state file holds a registration token */
+	bool no_uuids;	 /* the forge's runner objects showed no uuid on an earlier boot */
 
 	bool looked_up;		   /* STEP_LOOKUP ran */
 	enum verdict lookup;	   /* its verdict */

@@ -25,6 +25,7 @@ struct state {
 	struct state_runner confirmed; /* the last runner the forge confirmed */
 	struct state_runner written;   /* the last runner this tool registered and wrote */
 	int lookup_route;	       /* the lookup route that answered last; -1: none */
+	bool no_uuids;		       /* ... its runner objects show no uuid (Gitea) */
 	/* Runners this host held that were superseded, oldest first; each a
 	 * candidate for the ghost clean-up.  Distinct by id and uuid. */
 	struct state_runner superseded[STATE_SUPERSEDED_MAX];

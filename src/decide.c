@@ -122,6 +122,9 @@ static struct decision judge_runner(const struct facts *f)
 	}
 	if (f->host && !f->creds) /* the daemon could not work with it either */
 		return fated(FATE_DISCARDED, REASON_NO_CREDENTIALS);
+	/* A forge whose lookup could never compare uuids: Declare alone tells. */
+	if (f->host && f->no_uuids)
+		return judge_declare(f);
 	if (!f->looked_up) {
 		kept.next = STEP_LOOKUP;
 		return kept;

@@ -371,6 +371,7 @@ static void lookup(struct flow *fl)
 	if (!fl->facts.runner_object)
 		return;
 	fl->facts.forge_uuid = theirs.uuid_field != FIELD_ABSENT;
+	fl->state.no_uuids = !fl->facts.forge_uuid;
 	fl->facts.match = runner_compare(&fl->info, &theirs);
 	if (theirs.name_field == FIELD_SET)
 		memcpy(fl->forge_name, theirs.name, sizeof(fl->forge_name));
@@ -429,11 +430,17 @@ static void declare(struct flow *fl)
 	int64_t id;
 	enum verdict v;
 
+	struct proto_runner r;
+
 	v = runnerproto_declare(fl->forge, fl->info.uuid, fl->creds.token, o->labels, o->n_labels,
 				forge_deadline(fl->deadline), &a, &id);
 	fl->facts.declared = true;
 	fl->facts.declare = v;
 	heard(fl, &a, v);
+	/* The name the forge gives the runner, for the clean-up, where no
+	 * lookup said it. */
+	if (v == VERDICT_OK && !fl->forge_name[0] && answer_proto_runner(&a, false, &r) == 0)
+		memcpy(fl->forge_name, r.name, sizeof(fl->forge_name));
 	if (v == VERDICT_OK && id && id != fl->info.id)
 		log_warning("the forge knows the credentials in %s as runner %" PRId64
 			    ", not %" PRId64,
@@ -451,11 +458,9 @@ static void check_written(struct flow *fl)
 	struct forge_answer a;
 	enum verdict v;
 
-	if (!w->id || fl->lookup_route >= LOOKUP_ROUTES ||
-	    (fl->info.uuid_field == FIELD_SET && strcmp(fl->info.uuid, w->uuid) == 0))
+	if (!w->id || (fl->info.uuid_field == FIELD_SET && strcmp(fl->info.uuid, w->uuid) == 0))
 		return;
-	v = forge_lookup_listed(fl->forge, fl->lookup_route, w->id, forge_deadline(fl->deadline),
-				&a);
+	v = forge_lookup(fl->forge, w->id, forge_deadline(fl->deadline), &a, &fl->lookup_route);
 	if (v != VERDICT_OK || answer_runner(&a, w->id, &theirs) < 0 ||
 	    (theirs.uuid_field == FIELD_SET && strcmp(theirs.uuid, w->uuid) != 0))
 		return;
@@ -677,6 +682,7 @@ void flow_run(const struct options *o, struct outcome *out)
 			? (enum lookup_route)fl.state.lookup_route
 			: LOOKUP_ROUTES;
 		fl.facts.remembered = fl.state.token != NULL;
+		fl.facts.no_uuids = fl.state.no_uuids && fl.lookup_route < LOOKUP_ROUTES;
 		fl.facts.held = read_runner(&fl);
 		drive(&fl);
 	}

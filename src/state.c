@@ -65,6 +65,7 @@ static int from_json(json_t *root, struct state *s)
 	json_t *runner = json_object_get(root, "runner");
 	json_t *written = json_object_get(root, "written");
 	json_t *route = json_object_get(root, "lookup_route");
+	json_t *uuids = json_object_get(root, "lookup_shows_uuids");
 	json_t *list = json_object_get(root, "superseded");
 	size_t i;
 	json_t *e;
@@ -87,6 +88,9 @@ static int from_json(json_t *root, struct state *s)
 		      json_integer_value(route) > 7))
 		return -EBADMSG;
 	s->lookup_route = route ? (int)json_integer_value(route) : -1;
+	if (uuids && !json_is_boolean(uuids))
+		return -EBADMSG;
+	s->no_uuids = uuids && json_is_false(uuids);
 	if (list && (!json_is_array(list) || json_array_size(list) > STATE_SUPERSEDED_MAX))
 		return -EBADMSG;
 	json_array_foreach(list, i, e)
@@ -182,6 +186,8 @@ static char *serialize(const struct state *s, size_t *len)
 			json_object_set_new(root, "written", runner_to_json(&s->written));
 		if (s->lookup_route >= 0)
 			json_object_set_new(root, "lookup_route", json_integer(s->lookup_route));
+		if (s->lookup_route >= 0 && s->no_uuids)
+			json_object_set_new(root, "lookup_shows_uuids", json_false());
 		for (size_t i = 0; i < s->n_superseded; i++)
 			json_array_append_new(list, runner_to_json(&s->superseded[i]));
 		json_object_set(root, "superseded", list);

@@ -33,6 +33,7 @@ struct world {
 	bool no_creds;	 /* .runner has no uuid or token */
 	bool differs;	 /* its labels or address are not the options' */
 	bool forge_uuid; /* a 200 lookup shows a uuid */
+	bool no_uuids;	 /* an earlier boot learnt that the forge shows none */
 	enum verdict declare;
 	enum verdict registration;
 };
@@ -66,6 +67,7 @@ static struct decision play(const struct world *w, char *steps, size_t n)
 	    .host = w->host,
 	    .creds = !w->no_creds,
 	    .differs = w->differs,
+	    .no_uuids = w->no_uuids,
 	};
 	struct decision d;
 
@@ -598,6 +600,20 @@ static const struct row rows[] = {
       .action = ACTION_KEEP,
       .output = TOKEN_PLACEHOLDER,
       .reason = REASON_DECLARED}},
+    {"host: a forge known to show no uuid: Declare alone",
+     {HOST, RUNNER, .no_uuids = true, .declare = VERDICT_OK},
+     "declare write cleanup",
+     {.fate = FATE_CONFIRMED,
+      .action = ACTION_KEEP,
+      .output = TOKEN_PLACEHOLDER,
+      .reason = REASON_DECLARED}},
+    {"host: a forge known to show no uuid, unregistered",
+     {HOST, RUNNER, .no_uuids = true, .declare = VERDICT_GONE, TOKEN, .registration = VERDICT_OK},
+     "declare discard fetch register write_runner write",
+     {.fate = FATE_DISCARDED,
+      .action = ACTION_REREGISTER,
+      .output = TOKEN_PLACEHOLDER,
+      .reason = REASON_UNREGISTERED}},
     {"host: no lookup route, Declare takes it",
      {HOST, RUNNER, .lookup = VERDICT_NO_ROUTE, .declare = VERDICT_OK},
      "lookup declare write",
