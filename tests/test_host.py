@@ -381,3 +381,22 @@ def host_state_keeps_no_registration_token_but_superseded_runners_own(env):
     listed = {e["id"]: e for e in state["superseded"]}
     assert listed[old["id"]]["token"] == old["token"], state  # root only, host-side
     assert stat.S_IMODE(os.stat(env.state_file).st_mode) == 0o600
+
+
+@case
+def host_runner_that_cannot_be_written_is_listed_as_a_ghost(env):
+    """Registered, but .runner cannot be written (the container put a FIFO
+    where its directory goes): 74, and the new runner, which no .runner
+    names, is listed for the clean-up with its own credentials."""
+    env.runner_inside = GITEA_RUNNER
+    os.makedirs(env.host_path("/var/lib/private/gitea-runner"))
+    os.symlink("private/gitea-runner", env.host_path("/var/lib/gitea-runner"))
+    os.mkfifo(env.host_path("/var/lib/private/gitea-runner/hive"))
+    f = env.forge("forgejo15")
+    r = env.run(f, *host(env))
+    expect(r, 74)
+    assert says(r.stderr, "registered runner 1", "cannot write", GITEA_RUNNER), r
+    with open(env.state_file) as fh:
+        listed = {e["id"]: e for e in json.load(fh)["superseded"]}
+    assert listed[1]["uuid"] == f.record(1).uuid and listed[1]["token"] == f.record(1).token
+    env.assert_output(PLACEHOLDER)
