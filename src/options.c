@@ -68,8 +68,10 @@ void options_usage(FILE *f)
 {
 	fputs("Usage: " PROGRAM_NAME " [OPTION]...\n"
 	      "Before the CI container starts: keep the runner's .runner if the forge still\n"
-	      "knows it, otherwise delete it; write the forge's registration token (else the\n"
-	      "one remembered, else a placeholder) to the output file.\n"
+	      "knows it, otherwise delete it; then write the forge's registration token\n"
+	      "(else the one remembered, else a placeholder) to the output file, or, with\n"
+	      "--registration=host, register the runner and write .runner into the\n"
+	      "container yourself, the output holding only the placeholder.\n"
 	      "\n"
 	      "  --forge-url=URL          forge base URL (default http://127.0.0.1:3000)\n"
 	      "  --unix-socket=PATH       talk HTTP over this Unix socket; the URL's host is\n"
@@ -113,11 +115,12 @@ void options_usage(FILE *f)
 	      "\n"
 	      "Exit status: 0 done, 64 bad usage, 66 --ca-file missing or unreadable,\n"
 	      "69 TLS with the forge failed (certificate not verified) or its port is held\n"
-	      "by another user than --forge-user, 70 internal error,\n"
-	      "71 kernel lacks openat2, 73 output cannot be written, 74 .runner cannot be\n"
-	      "read or removed, 75 no registration token within --retry-timeout, 76 the\n"
-	      "forge's answer is not a valid registration token, 77 the forge rejected the\n"
-	      "admin token, 78 the admin token file is unusable.\n"
+	      "by another user than --forge-user, 70 internal error, 71 kernel lacks\n"
+	      "openat2, 73 output cannot be written or a lock stayed held, 74 .runner\n"
+	      "cannot be read, removed or written, 75 no registration token (or no answer\n"
+	      "to Register) within --retry-timeout, 76 the forge's answer is not a valid\n"
+	      "registration token (or registers no runner), 77 the forge rejected the admin\n"
+	      "token, 78 the admin token file is unusable (or --reregister without one).\n"
 	      "See hive-ci-prefetch(8).\n",
 	      f);
 }

@@ -41,10 +41,12 @@ def readme_options():
 @case(sanitize=False)
 def help_man_and_readme_list_the_same_options(env):
     opts, text = help_options(env.binary)
-    contract = {("", "forge-url"), ("", "unix-socket"), ("", "ca-file"),
+    contract = {("", "forge-url"), ("", "unix-socket"), ("", "forge-user"), ("", "ca-file"),
                 ("", "core-token-file"), ("", "container-root"), ("", "runner-file"),
                 ("", "output"), ("", "retry-timeout"), ("", "state-file"),
-                ("", "token-format"), ("", "placeholder-on-keep"), ("", "no-cleanup"),
+                ("", "token-format"), ("", "registration"), ("", "runner-name"),
+                ("", "labels"), ("", "runner-address"),
+                ("", "placeholder-on-keep"), ("", "no-cleanup"),
                 ("", "reregister"), ("n", "dry-run"),
                 ("", "json"), ("v", "verbose"), ("q", "quiet"), ("h", "help"),
                 ("V", "version")}
