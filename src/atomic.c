@@ -106,9 +106,11 @@ static int open_lock_file(int dir_fd, const char *base)
 		return fchmod(fd, 0600) < 0 ? -errno : TAKE_FD(fd);
 	if (errno != EEXIST)
 		return -errno;
-	fd = openat(dir_fd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	/* flock needs no write access: a lock file we cannot even read is not
+	 * one of mode 0600 (as root, every one opens). */
+	fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
-		return errno == ELOOP ? -ENOLCK : -errno;
+		return errno == ELOOP || errno == EACCES ? -ENOLCK : -errno;
 	if (fstat(fd, &st) < 0)
 		return -errno;
 	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 07777) != 0600)

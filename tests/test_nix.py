@@ -29,6 +29,13 @@ from harness import Env, Skip, case, write_executable
 
 TOP = os.path.realpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 KIT = os.environ.get("HIVE_NIX_EVAL") or os.path.join(TOP, "..", "shared", "nix-eval")
+
+# Unprivileged, a Nix installed by root cannot set up its own state
+# directory: give the evaluations one of their own (set at import, before
+# any case runs on a thread).
+if os.geteuid() != 0 and "NIX_STATE_DIR" not in os.environ:
+    os.environ["NIX_STATE_DIR"] = tempfile.mkdtemp(prefix="hcp-nix-state-")
+    atexit.register(shutil.rmtree, os.environ["NIX_STATE_DIR"], True)
 OPT = "services.hive-ci-prefetch."
 
 # The runner module generations the kit has, as the container's nixpkgs
@@ -745,6 +752,7 @@ def _kit_lib():
         else:
             _lib = os.path.join(tmpdir(), "lib")
             shutil.copytree(lib, _lib)
+            os.chmod(_lib, 0o755)  # the kit may be read-only, and its copy with it
             shutil.copy(os.path.join(KIT, "shim", "readfiletype-polyfill.nix"), _lib)
             fs = os.path.join(_lib, "filesystem.nix")
             os.chmod(fs, 0o644)
