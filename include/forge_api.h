@@ -29,10 +29,20 @@ enum verdict forge_lookup(struct forge *f, int64_t id, int64_t deadline_ms, stru
 enum verdict forge_lookup_listed(struct forge *f, enum lookup_route route, int64_t id,
 				 int64_t deadline_ms, struct forge_answer *a);
 
+/* The registration-token routes, in the order they are tried. */
+enum token_route {
+	TOKEN_ROUTE_GET_ADMIN,	  /* GET /admin/runners/registration-token */
+	TOKEN_ROUTE_GET_ACTIONS,  /* GET /admin/actions/runners/registration-token */
+	TOKEN_ROUTE_POST_ACTIONS, /* POST /admin/actions/runners/registration-token */
+	TOKEN_ROUTES,
+};
+
 /* The registration token: each token route in turn while the one before
- * does not exist.  VERDICT_NO_ROUTE: none of them does (forge_token_routes
- * names them). */
-enum verdict forge_registration_token(struct forge *f, int64_t deadline_ms, struct forge_answer *a);
+ * does not exist, the one in *route first when it names one (as
+ * forge_lookup), and *route set to the one that answered.
+ * VERDICT_NO_ROUTE: none of them does (forge_token_routes names them). */
+enum verdict forge_registration_token(struct forge *f, int64_t deadline_ms, struct forge_answer *a,
+				      enum token_route *route);
 
 /* "GET /api/v1/..., GET /api/v1/..., POST /api/v1/...": the token routes,
  * for a message. */

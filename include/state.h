@@ -26,6 +26,7 @@ struct state {
 	struct state_runner written;   /* the last runner this tool registered and wrote */
 	int lookup_route;	       /* the lookup route that answered last; -1: none */
 	bool no_uuids;		       /* ... its runner objects show no uuid (Gitea) */
+	int token_route;	       /* the registration-token route that answered; -1 */
 	/* Runners this host held that were superseded, oldest first; each a
 	 * candidate for the ghost clean-up.  Distinct by id and uuid. */
 	struct state_runner superseded[STATE_SUPERSEDED_MAX];

@@ -408,9 +408,16 @@ static void fetch(struct flow *fl, const struct decision *d)
 	if (d->fate == FATE_ABSENT)
 		announce(fl, d);
 	deadline = forge_deadline(clock_now_ms() + fl->o->retry_timeout_ms);
+	enum token_route route = fl->state.token_route >= 0 && fl->state.token_route < TOKEN_ROUTES
+				     ? (enum token_route)fl->state.token_route
+				     : TOKEN_ROUTES;
+
 	do
-		v = forge_registration_token(fl->forge, deadline, &a);
+		v = forge_registration_token(fl->forge, deadline, &a, &route);
 	while (v == VERDICT_AUTH_REJECTED && reread_admin_token(fl, deadline));
+	if (v != VERDICT_NO_ROUTE && v != VERDICT_NO_ANSWER && v != VERDICT_WRONG_PEER &&
+	    v != VERDICT_TLS_FAILED)
+		fl->state.token_route = (int)route; /* asked first on the next boot */
 	fl->facts.fetched = true;
 	fl->facts.fetch = v;
 	heard(fl, &a, v);

@@ -16,29 +16,39 @@ static const char *const lookup_routes[LOOKUP_ROUTES] = {
 
 static const struct {
 	const char *method, *path;
-} token_routes[] = {
-    {"GET", TOKEN_GET_ADMIN},
-    {"GET", TOKEN_GET_ACTIONS},
-    {"POST", TOKEN_POST_ACTIONS},
+} token_routes[TOKEN_ROUTES] = {
+    [TOKEN_ROUTE_GET_ADMIN] = {"GET", TOKEN_GET_ADMIN},
+    [TOKEN_ROUTE_GET_ACTIONS] = {"GET", TOKEN_GET_ACTIONS},
+    [TOKEN_ROUTE_POST_ACTIONS] = {"POST", TOKEN_POST_ACTIONS},
 };
+
+/* The k-th route to ask of n: the remembered one (when first names one),
+ * then the others in their order.  -1: none is left. */
+static int route_order(int first, int n, int k)
+{
+	if (first < 0 || first >= n)
+		return k < n ? k : -1;
+	if (k == 0)
+		return first;
+	k--;
+	if (k >= first)
+		k++; /* asked first already */
+	return k < n ? k : -1;
+}
 
 #define DELETE_ROUTE "/admin/actions/runners/" /* Forgejo 15+, Gitea 1.24+ */
 
 enum verdict forge_lookup(struct forge *f, int64_t id, int64_t deadline_ms, struct forge_answer *a,
 			  enum lookup_route *route)
 {
-	enum lookup_route first = *route < LOOKUP_ROUTES ? *route : LOOKUP_ROUTES;
 	enum verdict v = VERDICT_NO_ROUTE;
+	int first = (int)*route, i;
 	char path[64];
 
-	for (int n = first < LOOKUP_ROUTES ? -1 : 0; n < LOOKUP_ROUTES; n++) {
-		enum lookup_route i = n < 0 ? first : (enum lookup_route)n;
-
-		if (n >= 0 && i == first)
-			continue; /* asked already */
+	for (int k = 0; (i = route_order(first, LOOKUP_ROUTES, k)) >= 0; k++) {
 		snprintf(path, sizeof(path), "%s%" PRId64, lookup_routes[i], id);
 		v = forge_ask(f, "GET", path, ROUTE_LOOKUP, deadline_ms, a);
-		*route = i;
+		*route = (enum lookup_route)i;
 		if (v != VERDICT_NO_ROUTE)
 			break;
 	}
@@ -54,13 +64,16 @@ enum verdict forge_lookup_listed(struct forge *f, enum lookup_route route, int64
 	return forge_ask(f, "GET", path, ROUTE_CLEANUP, deadline_ms, a);
 }
 
-enum verdict forge_registration_token(struct forge *f, int64_t deadline_ms, struct forge_answer *a)
+enum verdict forge_registration_token(struct forge *f, int64_t deadline_ms, struct forge_answer *a,
+				      enum token_route *route)
 {
 	enum verdict v = VERDICT_NO_ROUTE;
+	int first = (int)*route, i;
 
-	for (size_t i = 0; i < sizeof(token_routes) / sizeof(token_routes[0]); i++) {
+	for (int k = 0; (i = route_order(first, TOKEN_ROUTES, k)) >= 0; k++) {
 		v = forge_ask(f, token_routes[i].method, token_routes[i].path, ROUTE_TOKEN,
 			      deadline_ms, a);
+		*route = (enum token_route)i;
 		if (v != VERDICT_NO_ROUTE)
 			break;
 	}

@@ -32,7 +32,7 @@ void state_clear(struct state *s)
 	erase_and_freep(&s->token);
 	erase_and_free_sized(s->loaded, s->loaded_len);
 	explicit_bzero(s, sizeof(*s)); /* the superseded runners' own tokens */
-	*s = (struct state){.lookup_route = -1};
+	*s = (struct state){.lookup_route = -1, .token_route = -1};
 }
 
 /* A string field of ours: a string we can hold whole (or absent). */
@@ -66,6 +66,7 @@ static int from_json(json_t *root, struct state *s)
 	json_t *written = json_object_get(root, "written");
 	json_t *route = json_object_get(root, "lookup_route");
 	json_t *uuids = json_object_get(root, "lookup_shows_uuids");
+	json_t *troute = json_object_get(root, "token_route");
 	json_t *list = json_object_get(root, "superseded");
 	size_t i;
 	json_t *e;
@@ -91,6 +92,10 @@ static int from_json(json_t *root, struct state *s)
 	if (uuids && !json_is_boolean(uuids))
 		return -EBADMSG;
 	s->no_uuids = uuids && json_is_false(uuids);
+	if (troute && (!json_is_integer(troute) || json_integer_value(troute) < 0 ||
+		       json_integer_value(troute) > 7))
+		return -EBADMSG;
+	s->token_route = troute ? (int)json_integer_value(troute) : -1;
 	if (list && (!json_is_array(list) || json_array_size(list) > STATE_SUPERSEDED_MAX))
 		return -EBADMSG;
 	json_array_foreach(list, i, e)
@@ -112,7 +117,7 @@ int state_load(const char *path, struct state *s, const char **why)
 	ssize_t n;
 	int r;
 
-	*s = (struct state){.lookup_route = -1};
+	*s = (struct state){.lookup_route = -1, .token_route = -1};
 	*why = NULL;
 	fd = open_host_file(path, STATE_FILE_MAX, &st, why);
 	if (fd == -ENOENT)
@@ -188,6 +193,8 @@ static char *serialize(const struct state *s, size_t *len)
 			json_object_set_new(root, "lookup_route", json_integer(s->lookup_route));
 		if (s->lookup_route >= 0 && s->no_uuids)
 			json_object_set_new(root, "lookup_shows_uuids", json_false());
+		if (s->token_route >= 0)
+			json_object_set_new(root, "token_route", json_integer(s->token_route));
 		for (size_t i = 0; i < s->n_superseded; i++)
 			json_array_append_new(list, runner_to_json(&s->superseded[i]));
 		json_object_set(root, "superseded", list);
@@ -215,7 +222,7 @@ int state_save(const struct atomic_lock *l, const struct state *s)
 		return 0;
 	/* Nothing remembered and no file (or one to keep): nothing to write. */
 	if (!s->replace && !s->loaded && !s->token && !s->confirmed.id && !s->written.id &&
-	    !s->n_superseded && s->lookup_route < 0)
+	    !s->n_superseded && s->lookup_route < 0 && s->token_route < 0)
 		return 0;
 	int r = atomic_replace(l, text, len, false);
 

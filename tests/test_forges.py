@@ -39,6 +39,15 @@ def seen(f):
     return ["%s %s" % (q["method"], q["path"]) for q in f.requests]
 
 
+def answered(sequence):
+    """What a host that remembers the routes that answered asks: the last
+    lookup route of sequence that was tried (if the forge has one) and its
+    last token route."""
+    lookups = [q for q in sequence if q in (DL, AL)]
+    tokens = [q for q in sequence if q not in (DL, AL)]
+    return lookups[-1:] + tokens[-1:]
+
+
 def flavour_stories(flavour):
     kept, gone, absent = STORIES[flavour]
 
@@ -72,10 +81,9 @@ def flavour_stories(flavour):
             assert env.runner_kept()
         else:
             assert not env.runner_kept(), r
-            # The lookup route that answered on the boot before is asked
-            # first (the state remembers it): the design's route no more.
-            remembered = [q for q in gone if not (q == DL and AL in gone)]
-            assert seen(f) == remembered, seen(f)
+            # The routes that answered on the boot before are asked first
+            # (the state remembers them): one lookup, one token request.
+            assert seen(f) == answered(kept), seen(f)
             assert f.connections == 1, f.connections
         f.stop()
 
@@ -85,6 +93,11 @@ def flavour_stories(flavour):
         r = env.run(f)
         expect(r, 0)
         env.assert_output(TOKEN_LINE)
+        assert seen(f) == answered(absent)[-1:], seen(f)
+        # A host that remembers nothing asks every route in turn.
+        os.unlink(env.state_file)
+        f.requests.clear()
+        expect(env.run(f), 0)
         assert seen(f) == absent, seen(f)
 
     stories.__name__ = "forge_%s_keeps_reregisters_registers" % flavour
