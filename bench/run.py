@@ -723,8 +723,11 @@ def count_boots(binary, flavour, mode, top, token_file, env, has_mode):
             # start, which moves ctimes); the last boot's is reported.
             result.rewrote = [k for k, v in kept.items()
                               if signature(v) != before[k]]
-            with open(out) as fh:
-                got = fh.read()
+            try:
+                with open(out) as fh:
+                    got = fh.read()
+            except OSError:
+                got = None
             b = sim.boot()
             if rc != 0 or got != want or not b.works:
                 raise Misbehaved(
