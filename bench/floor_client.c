@@ -1,11 +1,14 @@
 /* Benchmark floor (b): the least possible client for a boot.
  *
- *   floor_client FORGE_URL ADMIN_TOKEN_FILE OUTPUT [RUNNER_ID]
+ *   floor_client FORGE_URL ADMIN_TOKEN_FILE OUTPUT [RUNNER_ID [placeholder]]
  *
  * With RUNNER_ID: GET /api/v1/admin/runners/RUNNER_ID, then, on the same easy
  * handle (so the same connection), GET /api/v1/admin/runners/registration-token;
  * without it only the token.  The token is taken from the JSON with jansson
  * and OUTPUT.tmp is written with write, fsync, then renamed over OUTPUT.
+ * With "placeholder" after RUNNER_ID (a steady boot in host registration,
+ * where a kept runner needs no registration token): only the lookup, and
+ * TOKEN=placeholder written the same way.
  * No checks and no policy: the floor the tool's own work is measured from.
  * Linked exactly as hive-ci-prefetch is. */
 #include <fcntl.h>
@@ -36,10 +39,14 @@ int main(int argc, char **argv)
 	char admin[512], header[600], url[2048], tmp[4096], line[1024];
 	ssize_t n;
 	int fd, len;
+	const char *token;
+	int lookup_only;
+	json_t *j = NULL;
 	CURL *c;
 
 	if (argc < 4)
 		return 64;
+	lookup_only = argc > 5 && strcmp(argv[5], "placeholder") == 0;
 	fd = open(argv[2], O_RDONLY | O_CLOEXEC);
 	n = read(fd, admin, sizeof(admin) - 1);
 	close(fd);
@@ -57,12 +64,16 @@ int main(int argc, char **argv)
 		curl_easy_perform(c);
 		body_len = 0;
 	}
-	snprintf(url, sizeof(url), "%s/api/v1/admin/runners/registration-token", argv[1]);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_perform(c);
-
-	json_t *j = json_loadb(body, body_len, 0, NULL);
-	const char *token = json_string_value(json_object_get(j, "token"));
+	if (lookup_only) {
+		token = "placeholder";
+	} else {
+		snprintf(url, sizeof(url), "%s/api/v1/admin/runners/registration-token",
+			 argv[1]);
+		curl_easy_setopt(c, CURLOPT_URL, url);
+		curl_easy_perform(c);
+		j = json_loadb(body, body_len, 0, NULL);
+		token = json_string_value(json_object_get(j, "token"));
+	}
 	len = snprintf(line, sizeof(line), "TOKEN=%s\n", token ? token : "");
 	snprintf(tmp, sizeof(tmp), "%s.tmp", argv[3]);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

@@ -11,7 +11,7 @@ in this process), interleaved run by run so that machine noise hits all alike:
   floor (a)          bench/floor_init.c: curl_global_init + curl_easy_init
   baseline           bench/baseline.sh, the bash + curl + jq script's approach
 
-in three scenarios:
+in four scenarios:
 
   fast path    a registered runner (lookup 200, then the token), the tool
                with --state-file= (memory off)
@@ -19,11 +19,20 @@ in three scenarios:
                file absent: a fresh host)
   steady       a registered runner and a --state-file whose content will not
                change (primed by the warm-up runs): a steady reboot
+  host         a steady boot with --registration=host: the .runner the tool
+               registered and wrote itself on an earlier boot, and the state
+               file of those boots; a kept runner needs no registration
+               token, so floor (b) makes the lookup only and writes the
+               placeholder
 
 and reports median and p90 wall time, peak RSS (/usr/bin/time -f %M),
 requests and connections per run, the ratios tool/(b), tool/(a) and
 baseline/tool, the reaction to a forge coming up, and the test forge's own
-round trip.  Targets, printed as PASS/FAIL lines:
+round trip.  Then, for every flavour of the test forge and both modes, a
+host from its first boot (the tool, then the container's runner unit as
+tests/runner_sim.py plays it) and three steady boots: the requests and
+connections of the last one, by name (f.requests).  Targets, printed as
+PASS/FAIL lines:
 
   fast path median <= 1.15x floor (b)
   peak RSS <= floor (b) + 1 MiB (in every scenario)
@@ -31,10 +40,20 @@ round trip.  Targets, printed as PASS/FAIL lines:
   steady reboot: exactly two requests (lookup, token) on one connection, and
   only the output written (the state file's inode and mtime unchanged,
   nothing else appeared or changed), in every run
-The baseline's speed-up is reported, not judged.
+  host steady boot: exactly one request (the lookup) on one connection, and
+  only the output written, in every run
+  host mode, every flavour with a lookup route: one request per steady boot
+  both modes, every flavour with a lookup route: the steady boot asks one
+  lookup, on the route the state file remembers, answered 200
+  every flavour and mode: the steady boot replaces neither the state file
+  nor .runner
+The baseline's speed-up and the flavours without a lookup route (what they
+ask instead) are reported, not judged.
 
 A binary that predates --state-file (its --help does not list it) is run
 without it; the bench says so, and the steady-reboot target fails, as it must.
+One that predates --registration gets no host scenario and no host column,
+and the host-mode targets fail.
 
 Exits 0 if every target holds, 1 if one is missed, 2 if a program misbehaved.
 Every path is temporary: no run touches /run/hive-ci,
@@ -60,6 +79,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import forge  # noqa: E402  (tests/forge.py)
+import runner_sim  # noqa: E402  (tests/runner_sim.py)
 
 ADMIN_TOKEN = "adm_0123456789abcdef0123456789abcdef0123"
 REG_TOKEN = "R" * 40
@@ -67,7 +87,7 @@ RUNNER_ID, RUNNER_UUID = 1, "3c5e1f0a-6a53-4a8e-9d36-1f0e5b2c7d11"
 RUNNER_FILE = "/var/lib/gitea-runner/hive/.runner"
 LOOKUP_PATH = "/api/v1/admin/runners/%d" % RUNNER_ID
 TOKEN_PATH = "/api/v1/admin/runners/registration-token"
-ROUTE_NAMES = {LOOKUP_PATH: "lookup", TOKEN_PATH: "token"}
+PROTOCOL = "/api/actions/runner.v1.RunnerService/"
 TIME = "/usr/bin/time"
 WARMUP = 2
 ORDER_SEED = 14
@@ -78,11 +98,15 @@ TARGET_FLOOR_RATIO = 1.15
 TARGET_RSS_OVER_FLOOR_KIB = 1024
 TARGET_REACTION_MS = 150.0
 
-SCENARIOS = ("fast", "first", "steady")
+SCENARIOS = ("fast", "first", "steady", "host")
+NAMES = {"fast": "fast path", "first": "first registration",
+         "steady": "steady reboot", "host": "host steady boot"}
 TITLES = {
     "fast": "fast path: registered runner (tool: --state-file= , memory off)",
     "first": "first registration: no .runner (tool: state file absent)",
     "steady": "steady reboot: registered runner, state file unchanged",
+    "host": "steady boot, host registration: the tool's own .runner and state "
+            "file (--registration=host; floor (b): the lookup only)",
 }
 
 
@@ -187,14 +211,41 @@ def machine():
         pkg("jansson"))
 
 
-def knows_state_file(binary, env):
-    """Whether the binary has --state-file (the stable-token change)."""
+def help_text(binary, env):
+    """The binary's --help: which options it has (--state-file since the
+    stable-token change, --registration since host registration)."""
     try:
-        out = subprocess.run([binary, "--help"], capture_output=True, text=True,
-                             env=env, timeout=PROCESS_TIMEOUT).stdout
+        return subprocess.run([binary, "--help"], capture_output=True,
+                              text=True, env=env,
+                              timeout=PROCESS_TIMEOUT).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
         raise Misbehaved("cannot run %s --help: %s" % (binary, e))
-    return "--state-file" in out
+
+
+def request_name(r):
+    """A request of f.requests in a few words: "lookup A 200" for
+    GET /api/v1/admin/actions/runners/7 answered 200 (R: /admin/runners/,
+    A: /admin/actions/runners/, both under /api/v1), "token R", "token A",
+    "token A POST"; the runner protocol's methods by name ("Declare")."""
+    path, method = r["path"], r.get("method", "GET")
+    if path.startswith(PROTOCOL):
+        name = path[len(PROTOCOL):]
+    else:
+        rest = path[len(forge.API_PREFIX):] if path.startswith(
+            forge.API_PREFIX) else path
+        for prefix, tag in (("/admin/actions/runners/", "A"),
+                            ("/admin/runners/", "R")):
+            if rest.startswith(prefix):
+                what = rest[len(prefix):]
+                name = "%s %s" % ("token" if what == "registration-token"
+                                  else "lookup", tag)
+                if method != "GET":
+                    name += " " + method
+                break
+        else:
+            name = "%s %s" % (method, path)
+    status = r.get("status")
+    return name + (" %s" % status if status is not None else "")
 
 
 # -- statistics ---------------------------------------------------------------
@@ -222,6 +273,10 @@ class Program:
     """One program; its files per scenario under its own directories:
     container root and state file on disk (as /var/lib in production), the
     output on a tmpfs (as /run/hive-ci)."""
+
+    # The runner the tool registered in the host scenario's set-up; the
+    # others get a .runner of that id there (RUNNER_ID everywhere else).
+    host_runner_id = None
 
     def __init__(self, name, label, argv, tmp, run_dir):
         self.name = name
@@ -266,7 +321,7 @@ class Program:
         if not registering(scenario) and not os.path.exists(runner):
             with open(runner, "w") as f:
                 json.dump({"WARNING": "This file is automatically generated "
-                           "by act-runner.", "id": RUNNER_ID,
+                           "by act-runner.", "id": runner_id(scenario),
                            "uuid": RUNNER_UUID, "name": "hive",
                            "token": "0" * 40,
                            "address": "http://127.0.0.1:3000",
@@ -332,6 +387,19 @@ def registering(scenario):
     return scenario in ("first", "reaction")
 
 
+def runner_id(scenario):
+    return Program.host_runner_id if scenario == "host" else RUNNER_ID
+
+
+def expected_paths(scenario):
+    """What a steady boot must ask, in this order (None: not checked)."""
+    if scenario == "steady":
+        return [LOOKUP_PATH, TOKEN_PATH]
+    if scenario == "host":
+        return ["/api/v1/admin/runners/%d" % Program.host_runner_id]
+    return None
+
+
 class Tool(Program):
     def __init__(self, binary, state, *rest):
         super().__init__("hive-ci-prefetch", "tool", [binary], *rest)
@@ -344,11 +412,42 @@ class Tool(Program):
             # Always our own: never the default under /var/lib.
             _, _, state, _ = self.paths(scenario)
             argv.append("--state-file=" + ("" if scenario == "fast" else state))
+        if scenario == "host":
+            argv.append("--registration=host")
         return argv
 
     def expect(self, scenario):
+        if scenario == "host":
+            return "placeholder"
         # Before the stable-token change a kept .runner got the placeholder.
         return REG_TOKEN if self.state or registering(scenario) else "placeholder"
+
+    def set_up_host(self, f, token_file, env):
+        """The host scenario's earlier boots: the first registers the runner
+        (Register) and writes .runner, the second confirms it, so the state
+        file holds the runner and the lookup route that answered.  Returns
+        the runner's id."""
+        _, runner, state, out = self.paths("host")
+        for d in (os.path.dirname(state), os.path.dirname(out)):
+            os.makedirs(d, exist_ok=True)
+        for what in ("first boot", "reboot"):
+            if os.path.lexists(out):
+                os.unlink(out)
+            rc = finish(self.spawn(self.command("host", f.url, token_file), env),
+                        self.name)
+            try:
+                with open(runner) as fh:
+                    rid = json.load(fh)["id"]
+                with open(out) as fh:
+                    got = fh.read()
+            except (OSError, ValueError, KeyError) as e:
+                raise Misbehaved("%s, host set-up, %s: exit %s, %s (see %s)" % (
+                    self.name, what, rc, e, self.log.name))
+            if rc != 0 or got != "TOKEN=placeholder\n":
+                raise Misbehaved("%s, host set-up, %s: exit %s, output %r "
+                                 "(see %s)" % (self.name, what, rc, got[:60],
+                                               self.log.name))
+        return rid
 
 
 class Baseline(Program):
@@ -369,11 +468,13 @@ class FloorClient(Program):
 
     def command(self, scenario, url, token_file, retry_timeout=10):
         _, _, _, out = self.paths(scenario)
-        lookup = [] if registering(scenario) else [str(RUNNER_ID)]
+        lookup = [] if registering(scenario) else [str(runner_id(scenario))]
+        if scenario == "host":
+            lookup.append("placeholder")  # the lookup only
         return self.argv + [url, token_file, out] + lookup
 
     def expect(self, scenario):
-        return REG_TOKEN
+        return "placeholder" if scenario == "host" else REG_TOKEN
 
 
 class FloorInit(Program):
@@ -421,10 +522,10 @@ def run_once(prog, scenario, f, token_file, env, steady_check):
     problems = []
     if steady_check:
         paths = [r["path"] for r in new]
-        if paths != [LOOKUP_PATH, TOKEN_PATH] or conns != 1 or \
+        if paths != expected_paths(scenario) or conns != 1 or \
                 len({r["conn"] for r in new}) != 1:
             problems.append("%d request(s) %s on %d connection(s)" % (
-                len(new), "+".join(ROUTE_NAMES.get(x, x) for x in paths) or "-",
+                len(new), ", ".join(request_name(r) for r in new) or "-",
                 conns))
         after = prog.snapshot(scenario)
         changed = sorted(os.path.relpath(x, prog.dir) if x.startswith(prog.dir)
@@ -440,8 +541,9 @@ def bench_scenario(programs, f, token_file, env, runs, scenario):
     res = {p.name: Result() for p in programs}
     for i in range(-WARMUP, runs):  # warm-up rounds, not counted
         for p in order(programs, i):
-            t, traffic, problems = run_once(p, scenario, f, token_file, env,
-                                            scenario == "steady" and i >= 0)
+            t, traffic, problems = run_once(
+                p, scenario, f, token_file, env,
+                expected_paths(scenario) is not None and i >= 0)
             if i >= 0:
                 r = res[p.name]
                 r.times.append(t)
@@ -550,6 +652,207 @@ def bench_reaction(programs, token_file, env, runs):
     return out
 
 
+# -- requests per steady boot, every flavour and both modes --------------------
+
+MODES = ("container", "host")
+STEADY_BOOTS = 3      # after the registering boot; the last one is counted
+SIM_GENERATION = "labels"
+SIM_LABELS = ["hive-ci:host"]  # the tool's default --labels
+
+
+def lookup_flavours():
+    """The test forge's flavours that have an admin lookup route."""
+    return [name for name, (_, routes) in forge.FLAVOURS.items()
+            if any(kind == "lookup" for _, _, kind in routes)]
+
+
+class Boots:
+    """One flavour and mode: what the tool asked the forge on each boot."""
+
+    def __init__(self, flavour, mode):
+        self.flavour, self.mode = flavour, mode
+        self.boots = []          # per boot: (requests, connections)
+        self.rewrote = []        # what the last boot changed but the output
+
+    @property
+    def last(self):
+        return self.boots[-1]
+
+
+def count_boots(binary, flavour, mode, top, token_file, env, has_mode):
+    """A host on this flavour, from its first boot: the tool, then the
+    container's runner unit (tests/runner_sim.py, the NixOS 25.11 module;
+    in host mode its ExecStartPre disabled, as the module sets it), a
+    registering boot and STEADY_BOOTS steady ones.  Every boot must leave a
+    working runner and the output the mode writes."""
+    d = os.path.join(top, flavour + "-" + mode)
+    root = os.path.join(d, "root")
+    out = os.path.join(d, "run", "runner-token")
+    state = os.path.join(d, "state", "hive-ci.json")
+    log_path = os.path.join(d, "stderr.log")
+    os.makedirs(os.path.dirname(out))
+    want = "TOKEN=%s\n" % ("placeholder" if mode == "host" else REG_TOKEN)
+    result = Boots(flavour, mode)
+    with forge.Forge(flavour=flavour, admin_token=ADMIN_TOKEN,
+                     reg_token=REG_TOKEN) as f, open(log_path, "ab") as log:
+        sim = runner_sim.RunnerModule(SIM_GENERATION, root, out, f, name="hive",
+                                      labels=list(SIM_LABELS),
+                                      exec_start_pre=mode == "container")
+        argv = [binary, "--forge-url=" + f.url,
+                "--core-token-file=" + token_file, "--container-root=" + root,
+                "--runner-file=" + sim.runner_inside, "--output=" + out,
+                "--state-file=" + state, "--retry-timeout=5"]
+        if has_mode:  # else a binary from before host registration
+            argv.append("--registration=" + mode)
+        kept = {"the state file": state, ".runner": sim.runner_file}
+        for boot in range(1 + STEADY_BOOTS):
+            sim.stop()
+            if os.path.exists(out):
+                os.unlink(out)  # /run is emptied on every boot
+            before = {k: signature(v) for k, v in kept.items()}
+            n0, c0 = len(f.requests), f.connections
+            log.write(b"$ %s\n" % " ".join(argv).encode())
+            log.flush()
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=log,
+                                    env=env)
+            rc = finish(proc, "%s (%s, %s mode)" % (binary, flavour, mode))
+            result.boots.append((f.requests[n0:], f.connections - c0))
+            # What this boot's tool replaced (by inode, mtime and size: the
+            # runner unit's systemd chowns the runner's directory on every
+            # start, which moves ctimes); the last boot's is reported.
+            result.rewrote = [k for k, v in kept.items()
+                              if signature(v) != before[k]]
+            try:
+                with open(out) as fh:
+                    got = fh.read()
+            except OSError:
+                got = None
+            b = sim.boot()
+            if rc != 0 or got != want or not b.works:
+                raise Misbehaved(
+                    "%s, %s mode, boot %d: exit %d, output %s, runner %s "
+                    "(see %s)" % (flavour, mode, boot + 1, rc,
+                                  "as wanted" if got == want else "wrong",
+                                  "works" if b.works else "DOWN: " + b.why,
+                                  log_path))
+    return result
+
+
+def signature(path):
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def bench_requests(binary, modes, tmp, token_file, env):
+    """{(flavour, mode): Boots} for every flavour of the test forge."""
+    top = os.path.join(tmp, "flavours")
+    os.makedirs(top)
+    return {(fl, mode): count_boots(binary, fl, mode, top, token_file, env,
+                                    "host" in modes)
+            for fl in forge.FLAVOURS for mode in modes}
+
+
+def lookup_route_of(flavour):
+    for _, path, kind in forge.FLAVOURS[flavour][1]:
+        if kind == "lookup":
+            return "A" if path.startswith("/admin/actions/") else "R"
+    return "none"
+
+
+def boot_text(boots):
+    reqs, conns = boots.last
+    return "%d req / %d conn" % (len(reqs), conns)
+
+
+def asked(boots):
+    return ", ".join(request_name(r) for r in boots.last[0]) or "nothing"
+
+
+def report_requests(counts, modes):
+    print("requests per steady boot: every flavour of the test forge, both "
+          "modes; each host from its first boot (the tool, then the runner "
+          "unit of tests/runner_sim.py, %s generation%s), then %d steady "
+          "boots; the last one counted" % (
+              SIM_GENERATION, ", ExecStartPre off in host mode"
+              if "host" in modes else "", STEADY_BOOTS))
+    print("R = /api/v1/admin/runners/, A = /api/v1/admin/actions/runners/; "
+          "\"per reboot\": requests on reboots 1..%d" % STEADY_BOOTS)
+    head = "%-11s%-8s" % ("flavour", "lookup")
+    for mode in modes:
+        head += "%-18s%-12s" % (mode + " mode", "per reboot")
+    head = head.rstrip()
+    print(head)
+    print("-" * len(head))
+    for fl in forge.FLAVOURS:
+        line = "%-11s%-8s" % (fl, lookup_route_of(fl))
+        for mode in modes:
+            b = counts[(fl, mode)]
+            line += "%-18s%-12s" % (boot_text(b), " ".join(
+                str(len(r)) for r, _ in b.boots[1:]))
+        print(line.rstrip())
+    print("what the last steady boot asked (and replaced, if anything):")
+    for fl in forge.FLAVOURS:
+        for i, mode in enumerate(modes):
+            b = counts[(fl, mode)]
+            print("  %-11s%-11s%s%s" % (fl if i == 0 else "", mode, asked(b),
+                                       "; REPLACED " + ", ".join(b.rewrote)
+                                       if b.rewrote else ""))
+    print()
+
+
+def request_checks(counts, modes):
+    """The targets of the requests table, and its INFO lines."""
+    lookups = lookup_flavours()
+    others = [fl for fl in forge.FLAVOURS if fl not in lookups]
+    checks, info = [], []
+    if "host" not in modes:
+        checks.append(("host steady boot: 1 request with a lookup route",
+                       False, "the binary has no --registration"))
+    else:
+        host = {fl: counts[(fl, "host")] for fl in lookups}
+        ok = all(len(b.last[0]) == 1 and b.last[1] == 1 for b in host.values())
+        checks.append((
+            "host steady boot: 1 request with a lookup route", ok,
+            ", ".join("%s %d%s" % (fl, len(b.last[0]), "" if len(b.last[0]) == 1
+                                   else " (%s)" % asked(b))
+                      for fl, b in host.items())))
+    wrong = []
+    for fl in lookups:
+        for mode in modes:
+            b = counts[(fl, mode)]
+            seen = [request_name(r) for r in b.last[0]
+                    if request_name(r).startswith("lookup ")]
+            if seen != ["lookup %s 200" % lookup_route_of(fl)]:
+                wrong.append("%s %s: %s" % (fl, mode, ", ".join(seen) or "none"))
+    checks.append(("remembered lookup route: 1 lookup per steady boot",
+                   not wrong, "; ".join(wrong) if wrong else
+                   "%d flavours (%s mode), each on its own route, answered 200"
+                   % (len(lookups), " and ".join(modes))))
+    replaced = ["%s %s: %s" % (fl, mode, ", ".join(b.rewrote))
+                for (fl, mode), b in counts.items() if b.rewrote]
+    checks.append(("steady boots replace no state file or .runner",
+                   not replaced, "; ".join(replaced) if replaced else
+                   "%d flavours (%s mode)" % (len(forge.FLAVOURS),
+                                              " and ".join(modes))))
+    for fl in others:
+        info.append("INFO no lookup route, %s (not judged): %s" % (fl, "; ".join(
+            "%s mode %s (%s)" % (mode, boot_text(counts[(fl, mode)]),
+                                 asked(counts[(fl, mode)])) for mode in modes)))
+    more = ["%s %s (%s)" % (fl, boot_text(counts[(fl, "container")]),
+                            asked(counts[(fl, "container")]))
+            for fl in lookups if len(counts[(fl, "container")].last[0]) > 2]
+    info.append("INFO container mode, steady boot (not judged): lookup + token "
+                "= 2 on %s; more on %s" % (
+                    ", ".join(fl for fl in lookups
+                              if len(counts[(fl, "container")].last[0]) == 2)
+                    or "none", "; ".join(more) or "none"))
+    return checks, info
+
+
 # -- report -------------------------------------------------------------------
 
 def traffic_text(traffic):
@@ -612,7 +915,13 @@ def main():
     programs = []
     keep = False
     try:
-        state = knows_state_file(os.path.abspath(args.binary), env)
+        usage = help_text(os.path.abspath(args.binary), env)
+        state = "--state-file" in usage
+        # Host registration needs the state file too (what it wrote).
+        host = state and "--registration" in usage
+        scenarios = SCENARIOS if host else tuple(x for x in SCENARIOS
+                                                 if x != "host")
+        modes = MODES if host else ("container",)
         secrets = os.path.join(tmp, "secrets")
         os.makedirs(secrets, mode=0o700)
         token_file = os.path.join(secrets, "forge-core-token")
@@ -631,7 +940,9 @@ def main():
                          reg_token=REG_TOKEN,
                          runners={RUNNER_ID: RUNNER_UUID}) as f:
             rt_first, rt = forge_round_trip(f)
-            for scenario in SCENARIOS:
+            if host:
+                Program.host_runner_id = tool.set_up_host(f, token_file, env)
+            for scenario in scenarios:
                 res = bench_scenario(programs, f, token_file, env, args.runs,
                                      scenario)
                 bench_rss(programs, f, token_file, env, args.rss_runs,
@@ -639,6 +950,8 @@ def main():
                 results[scenario] = res
         reaction = bench_reaction([tool, base], token_file, env,
                                   args.reaction_runs)
+        counts = bench_requests(os.path.abspath(args.binary), modes, tmp,
+                                token_file, env) if state else None
     except Misbehaved as e:
         print("bench: %s" % e, file=sys.stderr)
         keep = True  # the logs the message points to
@@ -660,8 +973,12 @@ def main():
               "change): it runs without one, a kept .runner gets the "
               "placeholder after ONE request, and the steady-reboot target "
               "fails" % args.binary)
+    elif not host:
+        print("NOTE: %s has no --registration (it predates host "
+              "registration): no host-mode scenario or column, and the "
+              "host-mode targets fail" % args.binary)
     print()
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         report_scenario(scenario, programs, results[scenario], tool, fb, fa,
                         base)
 
@@ -678,6 +995,8 @@ def main():
         "%.2fs %.0f/%.0f" % (ph, a * 1000, b * 1000) for (ph, a), (_, b) in
         zip(reaction[tool.name], reaction[base.name])) + " ms")
     print()
+    if counts:
+        report_requests(counts, modes)
     print("test forge round trip (keep-alive client in this process): "
           "%.2f ms per request, %.2f ms connect + first request"
           % (rt * 1000, rt_first * 1000))
@@ -697,43 +1016,55 @@ def main():
     def rss(scenario, p):
         return median(results[scenario][p.name].rss)
 
+    def steady_target(scenario):
+        r = results[scenario][tool.name]
+        if r.times and not r.problems:
+            return True, "%s, state file untouched, %d runs" % (
+                traffic_text(r.traffic), len(r.times))
+        got = "%d of %d runs wrong; first: %s" % (
+            len({x.split(":")[0] for x in r.problems}), len(r.times),
+            r.problems[0])
+        return False, got + ("" if state else " (binary predates --state-file)")
+
     fast_ratio = t("fast", tool) / t("fast", fb)
-    over = {s: rss(s, tool) - rss(s, fb) for s in SCENARIOS}
-    worst = max(SCENARIOS, key=lambda s: over[s])
+    over = {s: rss(s, tool) - rss(s, fb) for s in scenarios}
+    worst = max(scenarios, key=lambda s: over[s])
     react = median(rx[tool.name]) * 1000
-    steady = results["steady"][tool.name]
-    steady_ok = bool(steady.times) and not steady.problems
-    if steady_ok:
-        steady_got = "%s, state file untouched, %d runs" % (
-            traffic_text(steady.traffic), len(steady.times))
-    else:
-        steady_got = "%d of %d runs wrong; first: %s" % (
-            len({x.split(":")[0] for x in steady.problems}), len(steady.times),
-            steady.problems[0])
-        if not state:
-            steady_got += " (binary predates --state-file)"
+    steady_ok, steady_got = steady_target("steady")
     checks = [
         ("fast path <= %.2fx floor (b)" % TARGET_FLOOR_RATIO,
          fast_ratio <= TARGET_FLOOR_RATIO,
          "%.2fx (%s vs %s)" % (fast_ratio, ms(t("fast", tool)), ms(t("fast", fb)))),
         ("peak RSS <= floor (b) + %d MiB" % (TARGET_RSS_OVER_FLOOR_KIB // 1024),
          all(v <= TARGET_RSS_OVER_FLOOR_KIB for v in over.values()),
-         "worst %+.1f MiB (%s: %s vs %s); fast %+.1f, first %+.1f, steady %+.1f"
-         % (over[worst] / 1024, worst, mib(rss(worst, tool)), mib(rss(worst, fb)),
-            *(round(over[x] / 1024, 1) + 0.0 for x in SCENARIOS))),
+         "worst %+.1f MiB (%s: %s vs %s); %s" % (
+             over[worst] / 1024, worst, mib(rss(worst, tool)), mib(rss(worst, fb)),
+             ", ".join("%s %+.1f" % (x, round(over[x] / 1024, 1) + 0.0)
+                       for x in scenarios))),
         ("reaction median < %.0f ms" % TARGET_REACTION_MS,
          react < TARGET_REACTION_MS, "%.0f ms" % react),
         ("steady reboot: lookup+token, 1 conn, output only", steady_ok,
          steady_got),
+        ("host steady boot: lookup only, 1 conn, output only",
+         *(steady_target("host") if host
+           else (False, "the binary has no --registration"))),
     ]
+    info = []
+    if counts:
+        more, info = request_checks(counts, modes)
+        checks += more
     for label, ok, got in checks:
         print("%-4s %-50s %s" % ("PASS" if ok else "FAIL", label, got))
-    print("INFO steady reboot vs floor (b) (not judged): %.2fx; first "
-          "registration: %.2fx" % (t("steady", tool) / t("steady", fb),
-                                   t("first", tool) / t("first", fb)))
-    print("INFO baseline speed-up (not judged): fast path %.1fx, first "
-          "registration %.1fx, steady reboot %.1fx" % tuple(
-              t(s, base) / t(s, tool) for s in SCENARIOS))
+    print("INFO vs floor (b) (not judged): steady reboot %.2fx; first "
+          "registration %.2fx%s" % (
+              t("steady", tool) / t("steady", fb),
+              t("first", tool) / t("first", fb),
+              "; host steady boot %.2fx" % (t("host", tool) / t("host", fb))
+              if host else ""))
+    print("INFO baseline speed-up (not judged): " + ", ".join(
+        "%s %.1fx" % (NAMES[x], t(x, base) / t(x, tool)) for x in scenarios))
+    for line in info:
+        print(line)
     return 0 if all(ok for _, ok, _ in checks) else 1
 
 

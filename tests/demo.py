@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """make demo: the real binary against the test forge (Forgejo 15), in a
 temporary directory, with the NixOS runner module (the newer generation)
-emulated in the container: a first boot whose admin token comes late,
-steady reboots, a label change and the ghost it leaves, a forge that is down,
-and an operator's re-registration.  Every line it prints is what the tool
-said or did, or what the runner and the forge saw."""
+emulated in the container.  First a host in the default mode: a first boot
+whose admin token comes late, steady reboots, a dry run, a label change and
+the ghost it leaves, a forge that is down, a forge wiped, and an operator's
+re-registration.  Then a second host whose tool registers the runner itself
+(--registration=host, the module's ExecStartPre off): its first boot, two
+reboots, and no registration token in its container or its output.  Every
+line it prints is what the tool said or did, or what the runner and the
+forge saw; no token is printed."""
 
 import os
 import shutil
@@ -19,18 +23,40 @@ import runner_sim  # noqa: E402
 
 BOLD, DIM, OFF = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 ADMIN = "adm_demo0123456789abcdef0123456789abcdef"
+PROTOCOL = "/api/actions/runner.v1.RunnerService/"
+
+
+class Host:
+    """One host's files, all under the demo's temporary directory: the
+    container root, the tool's --output and --state-file."""
+
+    def __init__(self, top, name, f, *tool_args, exec_start_pre=True):
+        self.name = name
+        self.root = os.path.join(top, name, "nixos-containers", "hive-ci")
+        self.output = os.path.join(top, name, "run", "hive-ci", "runner-token")
+        self.state = os.path.join(top, name, "hive-ci-prefetch", "hive-ci.json")
+        self.tool_args = list(tool_args)
+        self.sim = runner_sim.RunnerModule("tokenhash", self.root, self.output, f,
+                                           name=name, labels=["native:host"],
+                                           exec_start_pre=exec_start_pre)
 
 
 def main():
     binary = os.path.abspath(sys.argv[1])
     tmp = tempfile.mkdtemp(prefix="hive-ci-prefetch-demo-")
-    root = os.path.join(tmp, "nixos-containers", "hive-ci")
     token_file = os.path.join(tmp, "hyperhive", "forge-core-token")
-    output = os.path.join(tmp, "run", "hive-ci", "runner-token")
-    state = os.path.join(tmp, "hive-ci-prefetch", "hive-ci.json")
     f = forge.Forge(flavour="forgejo15", admin_token=ADMIN)
-    sim = runner_sim.RunnerModule("tokenhash", root, output, f, name="hive",
-                                  labels=["native:host"])
+    reg_tokens = [f.reg_token]  # every registration token the forge had
+
+    def redact(text):
+        """No secret leaves the demo, should the tool ever print one."""
+        for token in reg_tokens:
+            text = text.replace(token, "<token>")
+        for key in list(f.runners):
+            own = f.record(key).token
+            if own:
+                text = text.replace(own, "<runner's own token>")
+        return text.replace(ADMIN, "<admin token>")
 
     def write_admin_token():
         os.makedirs(os.path.dirname(token_file), exist_ok=True)
@@ -38,58 +64,107 @@ def main():
             fh.write(ADMIN + "\n")
         os.chmod(token_file, 0o600)
 
-    def tool(*extra):
+    def tool(host, *extra, show_requests=False):
         argv = [binary, "--forge-url=" + f.url, "--core-token-file=" + token_file,
-                "--container-root=" + root, "--output=" + output, "--state-file=" + state,
-                "--token-format=raw", "--retry-timeout=3", *extra]
-        print("%s$ hive-ci-prefetch %s%s" % (DIM, " ".join(extra), OFF))
+                "--container-root=" + host.root,
+                "--runner-file=" + host.sim.runner_inside,
+                "--output=" + host.output, "--state-file=" + host.state,
+                "--token-format=raw", "--retry-timeout=3", *host.tool_args, *extra]
+        print("%s$ hive-ci-prefetch %s%s" % (DIM, " ".join(host.tool_args + list(extra)),
+                                             OFF))
+        n0 = len(f.requests)
         p = subprocess.run(argv, capture_output=True, text=True,
                            env={"PATH": os.environ.get("PATH", "")})
         for line in (p.stderr + p.stdout).splitlines():
-            print("  " + line.replace(f.reg_token, "<token>"))
-        text = open(output).read().strip() if os.path.exists(output) else "(none)"
-        shown = "<registration token>" if text == f.reg_token else text
+            print("  " + redact(line))
+        text = open(host.output).read().strip() if os.path.exists(host.output) else "(none)"
+        shown = "<registration token>" if text in reg_tokens else redact(text)
         print("  %sexit %d · output %s%s" % (DIM, p.returncode, shown, OFF))
+        if show_requests:
+            asked = ["%s %s %s" % (r["method"], r["path"].replace(PROTOCOL, ""),
+                                   r["status"]) for r in f.requests[n0:]]
+            print("  %sthe forge saw %d request%s: %s%s" % (
+                DIM, len(asked), "" if len(asked) == 1 else "s",
+                ", ".join(asked) or "none", OFF))
 
-    def boot(title, *extra, admin_late=False):
+    def boot(host, title, *extra, admin_late=False, show_requests=False):
         print("\n%s== %s%s" % (BOLD, title, OFF))
-        sim.stop()
-        if os.path.exists(output):
-            os.unlink(output)  # /run is emptied on every boot
+        host.sim.stop()
+        if os.path.exists(host.output):
+            os.unlink(host.output)  # /run is emptied on every boot
         if admin_late:
             threading.Timer(0.5, write_admin_token).start()
-        tool(*extra)
-        container()
+        tool(host, *extra, show_requests=show_requests)
+        container(host)
 
-    def container():
-        b = sim.boot()
+    def container(host):
+        b = host.sim.boot()
         why = ", ".join(b.reasons) or "nothing changed"
-        runners = ", ".join("%d %s" % (i, f.status(i)) for i in sorted(f.runners))
-        print("  %scontainer: %s (%s); %s · forge's runners: %s%s" % (
-            DIM, "registered again" if b.registered else "no registration", why,
+        if host.sim.exec_start_pre:
+            module = "%s (%s)" % ("registered" if b.registered
+                                  else "no registration", why)
+        else:
+            module = "ExecStartPre off"
+        runners = ", ".join("%d %s" % (i, f.status(i)) for i in sorted(f.runners)
+                            if f.record(i).name == host.name)
+        print("  %scontainer: %s; %s · forge's runners of %s: %s%s" % (
+            DIM, module,
             "the runner works" if b.works
             else "the runner waits for the forge" if not f.is_up
             else "the runner is DOWN: " + b.why,
-            runners or "none", OFF))
+            host.name, runners or "none", OFF))
+
+    def no_token_in(host):
+        """Every file under the container root, the output and the state
+        file, read for any registration token the forge ever had."""
+        paths = [os.path.join(d, n) for d, _, names in os.walk(host.root)
+                 for n in names] + [host.output, host.state]
+        paths = [p for p in paths if os.path.isfile(p) and not os.path.islink(p)]
+        found = []
+        for path in paths:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            if any(t.encode() in data for t in reg_tokens):
+                found.append(os.path.relpath(path, tmp))
+        print("\n%s== a registration token on %s? %s%s" % (
+            BOLD, host.name, "in " + ", ".join(found) if found else
+            "in none of its %d files (container root, output, state file)"
+            % len(paths), OFF))
 
     try:
         f.start()
         print("test forge (Forgejo 15) at %s; work directory %s" % (f.url, tmp))
-        boot("first boot: the forge writes its admin token half a second late",
+        hive = Host(tmp, "hive", f)
+        boot(hive, "first boot: the forge writes its admin token half a second late",
              admin_late=True)
-        boot("reboot: registered; the same token, so the runner module does nothing")
+        boot(hive, "reboot: registered; the same token, so the runner module does nothing")
         print("\n%s== what would happen? (--dry-run changes nothing)%s" % (BOLD, OFF))
-        tool("--dry-run")
-        sim.labels = ["native:host", "big:host"]
-        boot("the runner's labels changed: the module registers again, leaving a ghost")
-        boot("reboot: the forge confirms the new runner, so the ghost is deleted")
+        tool(hive, "--dry-run")
+        hive.sim.labels = ["native:host", "big:host"]
+        boot(hive, "the runner's labels changed: the module registers again, "
+             "leaving a ghost")
+        boot(hive, "reboot: the forge confirms the new runner, so the ghost is deleted")
         f.down()
-        boot("the forge is down: keep what works, with the remembered token")
+        boot(hive, "the forge is down: keep what works, with the remembered token")
         f.up()
+        reg_tokens.append(f.wipe())
+        boot(hive, "the forge was wiped (set up again, a new token): the tool "
+             "deletes the stale .runner")
         print("\n%s== an operator re-registers by hand, asking for JSON%s" % (BOLD, OFF))
-        tool("--reregister", "--json")
-        boot("systemctl restart container@hive-ci (runs the unit again, PartOf=)")
-        boot("reboot: the runner the operator replaced is deleted from the forge")
+        tool(hive, "--reregister", "--json")
+        boot(hive, "systemctl restart container@hive-ci (runs the unit again, PartOf=)")
+        boot(hive, "reboot: the runner the operator replaced is deleted from the forge")
+
+        second = Host(tmp, "hive-2", f, "--registration=host", "--runner-name=hive-2",
+                      "--labels=native:host", exec_start_pre=False)
+        boot(second, "a second host registers its runner from the host "
+             "(--registration=host): the container never sees a registration token",
+             show_requests=True)
+        boot(second, "reboot: the forge confirms the runner; no registration token "
+             "is fetched", show_requests=True)
+        boot(second, "reboot: the state file remembers the lookup route that answered",
+             show_requests=True)
+        no_token_in(second)
     finally:
         f.stop()
         shutil.rmtree(tmp, ignore_errors=True)
