@@ -65,3 +65,25 @@ def man_page_is_mandoc_lint_clean(env):
         raise Skip("needs mandoc")
     p = subprocess.run(["mandoc", "-Tlint", "-Wwarning", MAN], capture_output=True, text=True)
     assert p.returncode == 0 and not p.stdout and not p.stderr, p.stdout + p.stderr
+
+
+@case(sanitize=False)
+def docs_no_longer_say_what_the_second_review_found_wrong(env):
+    """Issue 19: statements of the man page and the README that were not
+    true, and what they say now."""
+    man, readme = open(MAN).read(), open(README).read()
+    flat = lambda s: " ".join(s.split())
+    man_flat, readme_flat = flat(man), flat(readme)
+    for wrong in ("nor when libcurl cannot be initialised",  # --json is printed on 70
+                  "0755, less the umask"):                 # 0755 whatever the umask
+        assert wrong not in man_flat, wrong
+    assert "status 70 included" in man_flat and "0755, whatever the umask" in man_flat
+    assert "write:admin" in man_flat  # FILES: the admin token's scope, and who writes it
+    for wrong in ("v7–v13", "v7-v13",
+                  "(NixOS 26.05 and later) it reads `tokenFile` through `LoadCredential=`",
+                  "so the admin token goes only to the forge."):
+        assert wrong not in readme_flat, wrong
+    assert "`RequiresMountsFor=`" in readme_flat
+    assert "exits 0 with a warning, and the runner never registers" in readme_flat
+    assert "forge wipe" not in readme_flat or "wipe" in open(
+        os.path.join(TOP, "tests", "demo.py")).read()
