@@ -4,12 +4,14 @@
  * decide.c, every sentence in reason.c, and what is here is I/O and its
  * order.
  *
- * The output always holds the forge's current registration token when it
- * gives one, so its bytes stay the same from boot to boot while all is well:
- * the runner module re-registers whenever they change.  On a failure after
- * the command line was understood, an existing output is left as it was and
- * a missing one gets the remembered token or the placeholder, so the
- * container's bind mount always has a source. */
+ * In container registration the output always holds the forge's current
+ * registration token when it gives one, so its bytes stay the same from boot
+ * to boot while all is well: the runner module re-registers whenever they
+ * change.  On a failure after the command line was understood, an existing
+ * output is left as it was and a missing one gets the remembered token or
+ * the placeholder, so the container's bind mount always has a source.  In
+ * host registration the tool registers the runner and writes .runner
+ * itself, and the output holds the placeholder, whatever happens. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
