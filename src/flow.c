@@ -74,6 +74,10 @@ static void heard(struct flow *fl, const struct forge_answer *a, enum verdict v)
 	snprintf(fl->last_error, sizeof(fl->last_error), "%s", a->error);
 	fl->say.last_error = fl->last_error;
 	fl->say.last_message = answer_message(a, fl->last_message, sizeof(fl->last_message));
+	/* A forge's message is shown, but never one that repeats a secret sent. */
+	if ((fl->token && strstr(fl->last_message, fl->token)) ||
+	    (fl->creds.token[0] && strstr(fl->last_message, fl->creds.token)))
+		snprintf(fl->last_message, sizeof(fl->last_message), "a message not shown");
 }
 
 /* The runner in .runner is the one this tool wrote: its own token may be
