@@ -17,9 +17,23 @@
  *                       token and a warning; 401/403, TLS: fail (77, 69)
  *   then                write the output; after a confirmed .runner, clean up
  *
+ * Host registration (--registration=host) changes this:
+ *
+ *   .runner             without a uuid or token: discard
+ *   the lookup          where it cannot compare uuids (no lookup route;
+ *                       Gitea's objects have none, also remembered from an
+ *                       earlier boot): Declare with .runner's credentials:
+ *                       200 confirmed; "unregistered runner" discard; else
+ *                       unverified.  No token-change rule.
+ *   kept                no token is fetched; .runner rewritten when its
+ *                       labels or address differ
+ *   register            fetch the token, Register (no answer: 75; no
+ *                       runner: 76), write .runner (74 when it cannot be)
+ *   the output          the placeholder, always
+ *
  * A dry run takes the same decisions but pretends every step it would take:
- * it deletes, fetches (assuming the forge would give a token) and writes
- * nothing. */
+ * it deletes, fetches (assuming the forge would give a token), registers,
+ * declares and writes nothing. */
 #include "decide.h"
 
 static const char *const action_names[] = {
@@ -235,13 +249,24 @@ static enum action action_of(enum fate fate)
 	return ACTION_KEEP;
 }
 
+/* The steps that follow once the output's content is known. */
+static struct decision finish(const struct facts *f, struct decision d)
+{
+	if (!f->written)
+		d.next = STEP_WRITE;
+	else if (d.fate == FATE_CONFIRMED && f->cleanup && !f->cleaned &&
+		 f->lookup != VERDICT_NO_ROUTE) /* the clean-up looks runners up */
+		d.next = STEP_CLEANUP;
+	else
+		d.next = STEP_DONE;
+	return d;
+}
+
 /* Host registration: the output holds a constant (the registration token
  * never leaves the host); a kept runner needs no registration token, only
  * its .runner rewritten when its labels or address changed; a new one is
  * registered and written into the container.  A dry run fetches and
  * registers nothing. */
-static struct decision finish(const struct facts *f, struct decision d);
-
 static struct decision host_steps(const struct facts *f, struct decision d)
 {
 	if (kept(d.fate)) {
@@ -286,19 +311,6 @@ static struct decision host_steps(const struct facts *f, struct decision d)
 		return d;
 	}
 	return finish(f, d);
-}
-
-/* The steps that follow once the output's content is known. */
-static struct decision finish(const struct facts *f, struct decision d)
-{
-	if (!f->written)
-		d.next = STEP_WRITE;
-	else if (d.fate == FATE_CONFIRMED && f->cleanup && !f->cleaned &&
-		 f->lookup != VERDICT_NO_ROUTE) /* the clean-up looks runners up */
-		d.next = STEP_CLEANUP;
-	else
-		d.next = STEP_DONE;
-	return d;
 }
 
 struct decision decide(const struct facts *f)
