@@ -240,7 +240,7 @@ in
     enable = mkEnableOption "the hive's CI: a nixos-container with the forge's Actions runner, registered and checked by hive-ci-prefetch";
 
     name = mkOption {
-      type = types.strMatching "[^[:cntrl:]]{1,255}";
+      type = types.strMatching "[!-~]([ -~]{0,253}[!-~])?";
       default = "hive";
       description = ''
         The runner's name in the forge's admin panel. Under

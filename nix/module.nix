@@ -420,13 +420,18 @@ in
     };
 
     runnerName = mkOption {
-      type = types.strMatching "[^[:cntrl:]]{1,255}";
+      # As --runner-name takes it: printable ASCII, no space at either end.
+      type = types.strMatching "[!-~]([ -~]{0,253}[!-~])?";
       default = "hive";
       description = "The runner's name at the forge when the host registers it (`--runner-name`, host registration only).";
     };
 
     labels = mkOption {
-      type = types.listOf (types.strMatching "[^,[:space:][:cntrl:]]+");
+      # As --labels takes them: a name, then optionally ':' and a scheme of
+      # printable ASCII without spaces or commas.
+      type = types.listOf (
+        types.addCheck (types.strMatching "[A-Za-z0-9._-]+(:[!-~]*)?") (l: !lib.hasInfix "," l)
+      );
       default = [ "hive-ci:host" ];
       description = ''
         The runner's labels in full form (`name:host`,

@@ -513,6 +513,11 @@ def nix_module_rejects_bad_values(env):
         ({"registration": "host", "labels": ["a,b"]}, "labels"),
         ({"registration": "host", "labels": ["a b"]}, "labels"),
         ({"registration": "host", "runnerName": ""}, "runnerName"),
+        # the binary's own rules: a label's name, a printable ASCII name
+        ({"registration": "host", "labels": ["\u00e9:host"]}, "labels"),
+        ({"registration": "host", "labels": [":host"]}, "labels"),
+        ({"registration": "host", "runnerName": " hive"}, "runnerName"),
+        ({"registration": "host", "runnerName": "h\u00efve"}, "runnerName"),
         ({"forgeUser": "two words"}, "forgeUser"),
         # host registration over a Unix socket needs the URL the runner uses
         ({"registration": "host", "unixSocket": "/run/forgejo/forgejo.sock"}, "registration"),
