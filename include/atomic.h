@@ -8,6 +8,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* Creates every missing directory of dir (like mkdir -p): dir itself with
+ * mode, its missing parents 0755, whatever the umask.  Returns 0 (also when
+ * dir exists) or -errno.  For host paths: it follows names. */
+int atomic_mkdir(const char *dir, mode_t mode);
+
 /* A target file, locked: its directory and the lock beside it. */
 struct atomic_lock {
 	int dir_fd;		 /* the target's directory; -1: none */

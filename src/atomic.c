@@ -27,9 +27,7 @@
 #define TMP_SUFFIX  ".tmp-"
 #define LOCK_SUFFIX ".lock"
 
-/* Creates every missing directory of dir (like mkdir -p): dir itself with
- * mode, its parents 0755, whatever the umask. */
-static int mkdir_parents(const char *dir, mode_t mode)
+int atomic_mkdir(const char *dir, mode_t mode)
 {
 	char buf[PATH_MAX];
 	size_t len = strlen(dir);
@@ -78,7 +76,7 @@ static int open_parent(const char *path, const char **base, mode_t dir_mode)
 	}
 	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 && errno == ENOENT) {
-		int r = mkdir_parents(dir, dir_mode);
+		int r = atomic_mkdir(dir, dir_mode);
 
 		if (r < 0)
 			return r;

@@ -537,41 +537,6 @@ static int ensure_parents(int root_fd, const struct rpath *rp, int64_t deadline_
 	return ensure_plain(root_fd, rp, linked, rp->n - 1, deadline_ms);
 }
 
-/* Creates the host directory path, 0755 and ours whatever the umask, and
- * its missing parents (as nixos-container's mkdir -p would).  Host paths:
- * outside the container, so names are fine here. */
-static int mkdir_host(const char *path)
-{
-	_cleanup_(closep) int fd = -1;
-	char buf[PATH_MAX];
-	size_t len = strlen(path);
-	char *slash;
-
-	while (len > 1 && path[len - 1] == '/')
-		len--;
-	if (len >= sizeof(buf))
-		return -ENAMETOOLONG;
-	memcpy(buf, path, len);
-	buf[len] = '\0';
-	if (mkdir(buf, 0755) < 0) {
-		if (errno == EEXIST)
-			return 0;
-		if (errno != ENOENT || !(slash = strrchr(buf, '/')) || slash == buf)
-			return -errno;
-		*slash = '\0';
-		int r = mkdir_host(buf);
-		if (r < 0)
-			return r;
-		*slash = '/';
-		if (mkdir(buf, 0755) < 0)
-			return errno == EEXIST ? 0 : -errno;
-	}
-	fd = open(buf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 || fchmod(fd, 0755) < 0)
-		return -errno;
-	return 0;
-}
-
 #define TMP_NAME_EXTRA (sizeof(".") - 1 + sizeof(".tmp-") - 1 + 16) /* atomic_write_at's */
 
 int container_write_runner(const char *root, const char *path, const char *data, size_t len,
@@ -597,7 +562,7 @@ int container_write_runner(const char *root, const char *path, const char *data,
 
 	root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (root_fd < 0 && errno == ENOENT) {
-		r = mkdir_host(root); /* first boot: no container yet */
+		r = atomic_mkdir(root, 0755); /* first boot: no container yet */
 		if (r < 0)
 			return r;
 		root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
