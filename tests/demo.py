@@ -19,6 +19,7 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import forge  # noqa: E402
+from harness import files_holding  # noqa: E402
 import runner_sim  # noqa: E402
 
 BOLD, DIM, OFF = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
@@ -117,19 +118,12 @@ def main():
     def no_token_in(host):
         """Every file under the container root, the output and the state
         file, read for any registration token the forge ever had."""
-        paths = [os.path.join(d, n) for d, _, names in os.walk(host.root)
-                 for n in names] + [host.output, host.state]
-        paths = [p for p in paths if os.path.isfile(p) and not os.path.islink(p)]
-        found = []
-        for path in paths:
-            with open(path, "rb") as fh:
-                data = fh.read()
-            if any(t.encode() in data for t in reg_tokens):
-                found.append(os.path.relpath(path, tmp))
+        found, read = files_holding(reg_tokens, host.root, host.output, host.state)
+        found = [os.path.relpath(p, tmp) for p in found]
         print("\n%s== a registration token on %s? %s%s" % (
             BOLD, host.name, "in " + ", ".join(found) if found else
             "in none of its %d files (container root, output, state file)"
-            % len(paths), OFF))
+            % read, OFF))
 
     try:
         f.start()

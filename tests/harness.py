@@ -265,6 +265,22 @@ def says(text, *parts):
     return False
 
 
+def files_holding(secrets, top, *more):
+    """Reads every regular file below top (symlinks not followed) and those
+    of more that exist; returns the ones holding any of secrets (str), and
+    how many files were read."""
+    paths = [os.path.join(d, n) for d, _, names in os.walk(top) for n in names]
+    paths = [p for p in paths + list(more)
+             if os.path.isfile(p) and not os.path.islink(p)]
+    found = []
+    for path in paths:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if any(s.encode() in data for s in secrets):
+            found.append(path)
+    return found, len(paths)
+
+
 def expect(r, rc):
     assert r.rc == rc, "expected exit %d\n%r" % (rc, r)
 

@@ -8,7 +8,7 @@ import json
 import os
 import stat
 
-from harness import ADMIN, REG, case, expect, needs_root, says
+from harness import ADMIN, REG, case, expect, files_holding, needs_root, says
 
 FORGEJO_RUNNER = "/var/lib/forgejo-runner/hive/.runner"
 GITEA_RUNNER = "/var/lib/gitea-runner/hive/.runner"
@@ -30,21 +30,11 @@ def read_runner(env):
         return json.load(fh)
 
 
-def files_under(top):
-    for d, _, names in os.walk(top):
-        for n in names:
-            p = os.path.join(d, n)
-            if os.path.isfile(p) and not os.path.islink(p):
-                yield p
-
-
 def assert_token_nowhere(env, token):
     """The forge-wide registration token is in no file under the container
     root, nor in the output or the state file."""
-    for p in list(files_under(env.root)) + [env.output, env.state_file]:
-        if os.path.exists(p):
-            with open(p, "rb") as fh:
-                assert token.encode() not in fh.read(), "the registration token is in %s" % p
+    found, _ = files_holding([token], env.root, env.output, env.state_file)
+    assert not found, "the registration token is in %s" % found
 
 
 def assert_no_fetch_task(f):

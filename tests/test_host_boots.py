@@ -22,21 +22,12 @@ import sys
 import time
 
 import runner_sim
-from harness import Env, case
+from harness import Env, case, files_holding
 from test_boots import FLAVOURS, Host, story
 
 DELETING = ("forgejo15", "forgejo16", "gitea124", "gitea126")
 PLACEHOLDERS = {"env": "TOKEN=placeholder\n", "raw": "placeholder\n"}
 
-
-
-def files_under(top):
-    """Every regular file below `top` (symlinks not followed)."""
-    for directory, _, names in os.walk(top):
-        for name in names:
-            path = os.path.join(directory, name)
-            if os.path.isfile(path) and not os.path.islink(path):
-                yield path
 
 
 class HostModeHost(Host):
@@ -77,16 +68,10 @@ class HostModeHost(Host):
         container root."""
         assert self.env.output_text() == PLACEHOLDERS[self.token_format], \
             "%s: the output is %r" % (what, self.env.output_text())
-        secrets = [s.encode() for s in self.env.secrets]   # ADMIN among them
-        paths = list(files_under(self.env.root)) + [self.env.output]
-        if os.path.exists(self.env.state_file):
-            paths.append(self.env.state_file)
-        for path in paths:
-            with open(path, "rb") as fh:
-                data = fh.read()
-            for secret in secrets:
-                assert secret not in data, "%s: a secret in %s" % (what, path)
-        self.scanned += len(paths)
+        found, read = files_holding(self.env.secrets,  # ADMIN among them
+                                    self.env.root, self.env.output, self.env.state_file)
+        assert not found, "%s: a secret in %s" % (what, found)
+        self.scanned += read
 
     def records_of_ours(self):
         with self.forge._data:
