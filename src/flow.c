@@ -80,6 +80,20 @@ static void heard(struct flow *fl, const struct forge_answer *a, enum verdict v)
 		snprintf(fl->last_message, sizeof(fl->last_message), "a message not shown");
 }
 
+/* Whether the forge answered on the route asked (whatever it said): the
+ * route to ask first on the next boot. */
+static bool route_answered(enum verdict v)
+{
+	return v != VERDICT_NO_ROUTE && v != VERDICT_NO_ANSWER && v != VERDICT_WRONG_PEER &&
+	       v != VERDICT_TLS_FAILED;
+}
+
+/* A route the state remembers, as an index below n (n: none). */
+static int remembered_route(int route, int n)
+{
+	return route >= 0 && route < n ? route : n;
+}
+
 /* The runner in .runner is the one this tool wrote: its own token may be
  * kept in the state, to prove it ours once superseded. */
 static const char *own_token(const struct flow *fl)
@@ -368,8 +382,7 @@ static void lookup(struct flow *fl)
 	fl->say.lookup_error = fl->lookup_error;
 	snprintf(fl->lookup_error, sizeof(fl->lookup_error), "%s", a.error);
 	heard(fl, &a, v);
-	if (v != VERDICT_NO_ROUTE && v != VERDICT_NO_ANSWER && v != VERDICT_WRONG_PEER &&
-	    v != VERDICT_TLS_FAILED)
+	if (route_answered(v))
 		fl->state.lookup_route = (int)fl->lookup_route;
 	if (v != VERDICT_OK)
 		return;
@@ -407,23 +420,20 @@ static int discard(struct flow *fl, const struct decision *d)
 
 static void fetch(struct flow *fl, const struct decision *d)
 {
+	enum token_route route =
+	    (enum token_route)remembered_route(fl->state.token_route, TOKEN_ROUTES);
+	int64_t deadline = forge_deadline(clock_now_ms() + fl->o->retry_timeout_ms);
 	struct forge_answer a;
-	int64_t deadline;
 	enum verdict v;
 
 	if (d->fate == FATE_ABSENT)
 		announce(fl, d);
-	deadline = forge_deadline(clock_now_ms() + fl->o->retry_timeout_ms);
-	enum token_route route = fl->state.token_route >= 0 && fl->state.token_route < TOKEN_ROUTES
-				     ? (enum token_route)fl->state.token_route
-				     : TOKEN_ROUTES;
 
 	do
 		v = forge_registration_token(fl->forge, deadline, &a, &route);
 	while (v == VERDICT_AUTH_REJECTED && reread_admin_token(fl, deadline));
-	if (v != VERDICT_NO_ROUTE && v != VERDICT_NO_ANSWER && v != VERDICT_WRONG_PEER &&
-	    v != VERDICT_TLS_FAILED)
-		fl->state.token_route = (int)route; /* asked first on the next boot */
+	if (route_answered(v))
+		fl->state.token_route = (int)route;
 	fl->facts.fetched = true;
 	fl->facts.fetch = v;
 	heard(fl, &a, v);
@@ -439,11 +449,10 @@ static void fetch(struct flow *fl, const struct decision *d)
 static void declare(struct flow *fl)
 {
 	const struct options *o = fl->o;
+	struct proto_runner r;
 	struct forge_answer a;
 	int64_t id;
 	enum verdict v;
-
-	struct proto_runner r;
 
 	v = runnerproto_declare(fl->forge, fl->info.uuid, fl->creds.token, o->labels, o->n_labels,
 				forge_deadline(fl->deadline), &a, &id);
@@ -691,9 +700,7 @@ void flow_run(const struct options *o, struct outcome *out)
 		if (o->host_registration) /* a host that registers keeps no forge-wide secret */
 			state_forget_token(&fl.state);
 		fl.lookup_route =
-		    fl.state.lookup_route >= 0 && fl.state.lookup_route < LOOKUP_ROUTES
-			? (enum lookup_route)fl.state.lookup_route
-			: LOOKUP_ROUTES;
+		    (enum lookup_route)remembered_route(fl.state.lookup_route, LOOKUP_ROUTES);
 		fl.facts.remembered = fl.state.token != NULL;
 		fl.facts.no_uuids = fl.state.no_uuids && fl.lookup_route < LOOKUP_ROUTES;
 		fl.facts.held = read_runner(&fl);
