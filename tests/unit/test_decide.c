@@ -852,6 +852,51 @@ static void ghost_table(void **state)
 			 GHOST_FORGET);
 }
 
+/* On a forge that shows no uuid (Gitea): a runner this host registered
+ * itself, its own token listed, is proven ours by a Declare with it, asked
+ * only of an offline runner of this host's name. */
+static void ghost_table_by_credentials(void **state)
+{
+	static const struct state_runner listed = {.id = 2, .uuid = "U", .token = "T"};
+	static const struct {
+		const char *name;
+		const char *status, *forge_name;
+		enum ghost_proof proof;
+		enum ghost_fate fate;
+		enum ghost_reason reason;
+	} judged[] = {
+	    {"offline, not asked yet", "offline", "hive", PROOF_NONE, GHOST_PROVE, GHOST_NO_UUID},
+	    {"offline, its credentials answer as it", "offline", "hive", PROOF_ANSWERED,
+	     GHOST_DELETE, GHOST_PROVEN},
+	    {"offline, its credentials refused", "offline", "hive", PROOF_REFUSED, GHOST_FORGET,
+	     GHOST_NOT_PROVEN},
+	    {"offline, the Declare unanswered", "offline", "hive", PROOF_FAILED, GHOST_LISTED,
+	     GHOST_NO_ANSWER},
+	    {"idle: no Declare", "idle", "hive", PROOF_NONE, GHOST_SPARE, GHOST_IN_USE},
+	    {"another name: no Declare", "offline", "someone", PROOF_NONE, GHOST_FORGET,
+	     GHOST_OTHER_NAME},
+	    {"no name shown: no Declare", "offline", NULL, PROOF_NONE, GHOST_FORGET,
+	     GHOST_OTHER_NAME},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(judged) / sizeof(judged[0]); i++) {
+		struct runner_info shown = {.id = 2,
+					    .uuid_field = FIELD_ABSENT,
+					    .name_field =
+						judged[i].forge_name ? FIELD_SET : FIELD_ABSENT};
+		struct ghost_judgement j;
+
+		snprintf(shown.status, sizeof(shown.status), "%s", judged[i].status);
+		if (judged[i].forge_name)
+			snprintf(shown.name, sizeof(shown.name), "%s", judged[i].forge_name);
+		j = ghosts_judge(&listed, "hive", VERDICT_OK, &shown, judged[i].proof);
+		print_message("%s\n", judged[i].name);
+		assert_int_equal(j.fate, judged[i].fate);
+		assert_int_equal(j.reason, judged[i].reason);
+	}
+}
+
 static void names(void **state)
 {
 	(void)state;
@@ -866,6 +911,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(decision_table),
 	    cmocka_unit_test(ghost_table),
+	    cmocka_unit_test(ghost_table_by_credentials),
 	    cmocka_unit_test(names),
 	};
 
