@@ -17,54 +17,50 @@
 #include "log.h"
 #include "runnerproto.h"
 
-/* Gitea shows no uuid: the listed runner's own credentials, if the host
- * registered it, tell instead.  Asked only of an offline runner of ours by
- * name: a Declare sets the labels of the runner it names. */
-static struct ghost_judgement judge_by_credentials(const struct state_runner *listed,
-						   const char *name,
-						   const struct runner_info *shown,
-						   enum ghost_proof proof)
-{
-	if (!listed->token[0])
-		return (struct ghost_judgement){GHOST_FORGET, GHOST_NO_UUID};
-	if (!name[0] || shown->name_field != FIELD_SET || strcmp(shown->name, name) != 0)
-		return (struct ghost_judgement){GHOST_FORGET, GHOST_OTHER_NAME};
-	if (strcmp(shown->status, "offline") != 0)
-		return (struct ghost_judgement){GHOST_SPARE, GHOST_IN_USE};
-	switch (proof) {
-	case PROOF_NONE:
-		return (struct ghost_judgement){GHOST_PROVE, GHOST_NO_UUID};
-	case PROOF_ANSWERED:
-		return (struct ghost_judgement){GHOST_DELETE, GHOST_PROVEN};
-	case PROOF_REFUSED:
-		return (struct ghost_judgement){GHOST_FORGET, GHOST_NOT_PROVEN};
-	case PROOF_FAILED:
-		break;
-	}
-	return (struct ghost_judgement){GHOST_LISTED, GHOST_NO_ANSWER};
-}
+#define JUDGED(f, r) ((struct ghost_judgement){(f), (r)})
 
 struct ghost_judgement ghosts_judge(const struct state_runner *listed, const char *name,
 				    enum verdict v, const struct runner_info *shown,
 				    enum ghost_proof proof)
 {
+	bool by_credentials;
+
 	if (v == VERDICT_GONE)
-		return (struct ghost_judgement){GHOST_FORGET, GHOST_GONE};
+		return JUDGED(GHOST_FORGET, GHOST_GONE);
 	if (v != VERDICT_OK)
-		return (struct ghost_judgement){GHOST_LISTED, GHOST_NO_ANSWER};
+		return JUDGED(GHOST_LISTED, GHOST_NO_ANSWER);
 	if (!shown)
-		return (struct ghost_judgement){GHOST_LISTED, GHOST_NOT_A_RUNNER};
-	if (shown->uuid_field == FIELD_ABSENT)
-		return judge_by_credentials(listed, name, shown, proof);
-	if (shown->uuid_field != FIELD_SET || strcmp(shown->uuid, listed->uuid) != 0)
-		return (struct ghost_judgement){GHOST_FORGET, GHOST_OTHER_RUNNER};
-	if (!shown->instance_scope)
-		return (struct ghost_judgement){GHOST_FORGET, GHOST_NOT_INSTANCE};
+		return JUDGED(GHOST_LISTED, GHOST_NOT_A_RUNNER);
+	/* Gitea shows no uuid, nor a scope: the listed runner's own
+	 * credentials, if the host registered it, tell instead. */
+	by_credentials = shown->uuid_field == FIELD_ABSENT;
+	if (by_credentials) {
+		if (!listed->token[0])
+			return JUDGED(GHOST_FORGET, GHOST_NO_UUID);
+	} else {
+		if (shown->uuid_field != FIELD_SET || strcmp(shown->uuid, listed->uuid) != 0)
+			return JUDGED(GHOST_FORGET, GHOST_OTHER_RUNNER);
+		if (!shown->instance_scope)
+			return JUDGED(GHOST_FORGET, GHOST_NOT_INSTANCE);
+	}
 	if (!name[0] || shown->name_field != FIELD_SET || strcmp(shown->name, name) != 0)
-		return (struct ghost_judgement){GHOST_FORGET, GHOST_OTHER_NAME};
+		return JUDGED(GHOST_FORGET, GHOST_OTHER_NAME);
 	if (strcmp(shown->status, "offline") != 0)
-		return (struct ghost_judgement){GHOST_SPARE, GHOST_IN_USE};
-	return (struct ghost_judgement){GHOST_DELETE, GHOST_OURS_OFFLINE};
+		return JUDGED(GHOST_SPARE, GHOST_IN_USE);
+	if (!by_credentials)
+		return JUDGED(GHOST_DELETE, GHOST_OURS_OFFLINE);
+	/* Asked only now: a Declare sets the labels of the runner it names. */
+	switch (proof) {
+	case PROOF_NONE:
+		return JUDGED(GHOST_PROVE, GHOST_NO_UUID);
+	case PROOF_ANSWERED:
+		return JUDGED(GHOST_DELETE, GHOST_PROVEN);
+	case PROOF_REFUSED:
+		return JUDGED(GHOST_FORGET, GHOST_NOT_PROVEN);
+	case PROOF_FAILED:
+		break;
+	}
+	return JUDGED(GHOST_LISTED, GHOST_NO_ANSWER);
 }
 
 /* Says what the judgement means for runner id; false when the loop should
