@@ -302,11 +302,6 @@ void forge_free(struct forge *f)
 	curl_global_cleanup();
 }
 
-/* Sets the method: GET, POST with an empty body (Content-Length: 0) or
- * DELETE.  Every request sets all these options, so none leaks into the
- * next request on the handle.  A DELETE goes on a fresh connection: libcurl
- * silently sends a request again when a reused connection turns out to be
- * closed, and a request that deletes is sent exactly once. */
 /* One request: what forge_ask and forge_call_runner send. */
 struct request {
 	const char *method; /* GET, POST or DELETE */
@@ -520,10 +515,8 @@ enum verdict forge_call_runner(struct forge *f, const char *method, const char *
 	for (size_t i = 0; list && headers && headers[i]; i++) {
 		struct curl_slist *more = curl_slist_append(list, headers[i]); /* copies */
 
-		if (!more) {
+		if (!more)
 			curl_slist_free_all(list);
-			list = NULL;
-		}
 		list = more;
 	}
 	if (!list || asprintf(&path, "/api/actions/runner.v1.RunnerService/%s", method) < 0) {
