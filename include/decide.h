@@ -43,6 +43,12 @@ enum fate {
 	FATE_DISCARDED,	 /* deleted: re-register */
 };
 
+/* Whether .runner stays (confirmed or unverified). */
+static inline bool fate_is_kept(enum fate fate)
+{
+	return fate == FATE_CONFIRMED || fate == FATE_UNVERIFIED;
+}
+
 enum action {
 	ACTION_PLACEHOLDER, /* no admin token (yet): the forge was not asked */
 	ACTION_KEEP,	    /* .runner kept (verified, or unverifiable) */

@@ -58,11 +58,6 @@ const char *token_source_name(enum token_source t)
 	return token_source_names[t];
 }
 
-static bool kept(enum fate fate)
-{
-	return fate == FATE_CONFIRMED || fate == FATE_UNVERIFIED;
-}
-
 static struct decision fail(struct decision d, enum failure failure, enum reason reason)
 {
 	d.next = STEP_DONE;
@@ -228,7 +223,7 @@ static struct decision judge_fetch(const struct facts *f, struct decision d)
 		why = REASON_TOKEN_UNEXPECTED;
 		break;
 	}
-	if (!kept(d.fate))
+	if (!fate_is_kept(d.fate))
 		return fail(d, failure, why);
 	d.warning = why;
 	d.output = f->remembered ? TOKEN_REMEMBERED : TOKEN_PLACEHOLDER;
@@ -269,7 +264,7 @@ static struct decision finish(const struct facts *f, struct decision d)
  * registers nothing. */
 static struct decision host_steps(const struct facts *f, struct decision d)
 {
-	if (kept(d.fate)) {
+	if (fate_is_kept(d.fate)) {
 		d.output = TOKEN_PLACEHOLDER;
 		if (f->differs && !f->runner_written) {
 			d.next = STEP_WRITE_RUNNER;

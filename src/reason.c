@@ -26,15 +26,10 @@ static const char *const auth_words[] = {
     [AUTH_NOT_SITE_ADMIN] = ": the token's user is not a site admin",
 };
 
-static bool kept(const struct decision *d)
-{
-	return d->fate == FATE_CONFIRMED || d->fate == FATE_UNVERIFIED;
-}
-
 char *reason_say(char *buf, size_t n, enum reason r, const struct decision *d,
 		 const struct reason_context *c)
 {
-	const char *keeping = kept(d) ? "; keeping .runner" : "";
+	const char *keeping = fate_is_kept(d->fate) ? "; keeping .runner" : "";
 	char cause[256], lock[PATH_MAX];
 
 	buf[0] = '\0';
