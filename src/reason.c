@@ -26,6 +26,12 @@ static const char *const auth_words[] = {
     [AUTH_NOT_SITE_ADMIN] = ": the token's user is not a site admin",
 };
 
+/* The last answer, in words: its verdict, or why there was none. */
+static const char *last_answer(const struct reason_context *c)
+{
+	return c->last_status ? verdict_name(c->last_verdict) : c->last_error;
+}
+
 char *reason_say(char *buf, size_t n, enum reason r, const struct decision *d,
 		 const struct reason_context *c)
 {
@@ -108,7 +114,7 @@ char *reason_say(char *buf, size_t n, enum reason r, const struct decision *d,
 		snprintf(buf, n,
 			 "the forge could not tell whether runner %" PRId64
 			 "'s credentials still work (Declare: %s)",
-			 c->id, c->last_status ? verdict_name(c->last_verdict) : c->last_error);
+			 c->id, last_answer(c));
 		break;
 	case REASON_WOULD_DECLARE:
 		snprintf(buf, n,
@@ -167,7 +173,7 @@ char *reason_say(char *buf, size_t n, enum reason r, const struct decision *d,
 		break;
 	case REASON_NO_TOKEN_IN_TIME:
 		snprintf(buf, n, "no registration token within --retry-timeout (last answer: %s)",
-			 c->last_status ? verdict_name(c->last_verdict) : c->last_error);
+			 last_answer(c));
 		break;
 	case REASON_NO_TOKEN_ROUTE:
 		snprintf(buf, n, "forge has none of %s", c->token_routes);
@@ -181,7 +187,7 @@ char *reason_say(char *buf, size_t n, enum reason r, const struct decision *d,
 		break;
 	case REASON_REGISTER_NO_ANSWER:
 		snprintf(buf, n, "no answer to Register within --retry-timeout (last answer: %s)",
-			 c->last_status ? verdict_name(c->last_verdict) : c->last_error);
+			 last_answer(c));
 		break;
 	case REASON_REGISTER_REFUSED:
 		snprintf(buf, n, "the forge registered no runner (%ld%s%s)", c->last_status,
@@ -221,7 +227,6 @@ char *reason_say(char *buf, size_t n, enum reason r, const struct decision *d,
 static char *say_wait(char *buf, size_t n, const struct reason_context *c)
 {
 	size_t len = strlen(buf);
-
 	int64_t tenths = (c->waited_ms + 50) / 100; /* to the nearest tenth */
 
 	if (c->waited_ms > 0 && len < n)
