@@ -1,11 +1,15 @@
 /* The superseded-runner list of the state file: distinct by id and uuid, at
  * most STATE_SUPERSEDED_MAX (oldest dropped), never the confirmed runner. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -75,12 +79,62 @@ static void confirming_another_runner_supersedes_the_old_one(void **unused)
 	state_clear(&s);
 }
 
+/* Loads text as a state file (0600, ours). */
+static int load(const char *text, struct state *s, const char **why)
+{
+	char dir[] = "/tmp/test-state-XXXXXX", path[64];
+	FILE *f;
+	int r;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/state.json", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	assert_int_equal(chmod(path, 0600), 0);
+	r = state_load(path, s, why);
+	unlink(path);
+	rmdir(dir);
+	return r;
+}
+
+/* The routes that answered on an earlier boot: small indices, or none. */
+static void remembered_routes_are_small_indices(void **unused)
+{
+	(void)unused;
+	static const char *const bad[] = {
+	    "{\"lookup_route\": 8}", "{\"lookup_route\": -1}", "{\"lookup_route\": \"1\"}",
+	    "{\"token_route\": 8}",  "{\"token_route\": 1.5}", "{\"lookup_shows_uuids\": 0}",
+	};
+	struct state s;
+	const char *why;
+
+	assert_int_equal(load("{\"lookup_route\": 1, \"token_route\": 2}", &s, &why), 0);
+	assert_int_equal(s.lookup_route, 1);
+	assert_int_equal(s.token_route, 2);
+	state_clear(&s);
+	assert_int_equal(load("{}", &s, &why), 0);
+	assert_int_equal(s.lookup_route, -1);
+	assert_int_equal(s.token_route, -1);
+	state_clear(&s);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		print_message("%s\n", bad[i]);
+		assert_int_equal(load(bad[i], &s, &why), -EBADMSG);
+		assert_string_equal(why, "is not a hive-ci-prefetch state file");
+		assert_int_equal(s.lookup_route, -1);
+		assert_int_equal(s.token_route, -1);
+		state_clear(&s);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(entries_are_distinct_by_id_and_uuid),
 	    cmocka_unit_test(oldest_goes_beyond_the_limit),
 	    cmocka_unit_test(confirming_another_runner_supersedes_the_old_one),
+	    cmocka_unit_test(remembered_routes_are_small_indices),
 	};
 
 	return cmocka_run_group_tests_name("state", tests, NULL, NULL);
