@@ -25,7 +25,8 @@
 #include "state.h"
 #include "token.h"
 
-#define STATE_DIR_MODE 0700
+#define STATE_DIR_MODE	0700
+#define STATE_ROUTE_MAX 7 /* above any route index forge_api has */
 
 void state_clear(struct state *s)
 {
@@ -59,6 +60,17 @@ static bool runner_from_json(json_t *j, struct state_runner *r)
 	       copy_string(token, r->token, sizeof(r->token));
 }
 
+/* A remembered route: a small index (its meaning is forge_api's), or -1
+ * when absent. */
+static bool route_from_json(json_t *j, int *route)
+{
+	if (j && (!json_is_integer(j) || json_integer_value(j) < 0 ||
+		  json_integer_value(j) > STATE_ROUTE_MAX))
+		return false;
+	*route = j ? (int)json_integer_value(j) : -1;
+	return true;
+}
+
 static int from_json(json_t *root, struct state *s)
 {
 	json_t *token = json_object_get(root, "token");
@@ -85,17 +97,11 @@ static int from_json(json_t *root, struct state *s)
 		return -EBADMSG;
 	if (written && !runner_from_json(written, &s->written))
 		return -EBADMSG;
-	if (route && (!json_is_integer(route) || json_integer_value(route) < 0 ||
-		      json_integer_value(route) > 7))
+	if (!route_from_json(route, &s->lookup_route) || !route_from_json(troute, &s->token_route))
 		return -EBADMSG;
-	s->lookup_route = route ? (int)json_integer_value(route) : -1;
 	if (uuids && !json_is_boolean(uuids))
 		return -EBADMSG;
 	s->no_uuids = uuids && json_is_false(uuids);
-	if (troute && (!json_is_integer(troute) || json_integer_value(troute) < 0 ||
-		       json_integer_value(troute) > 7))
-		return -EBADMSG;
-	s->token_route = troute ? (int)json_integer_value(troute) : -1;
 	if (list && (!json_is_array(list) || json_array_size(list) > STATE_SUPERSEDED_MAX))
 		return -EBADMSG;
 	json_array_foreach(list, i, e)
