@@ -507,7 +507,7 @@ def dry_run_json_without_runner_says_register(env):
 def urls_are_checked_when_read(env):
     bad = ["http://", "http://[::1", "http://[::1]x", "http://[zz::1]:3000", "http://h:99999",
            "http://h:0", "http://h:", "http://h:12ab", "http://user:pw@h", "ftp://h",
-           "http://h h", "http://h/?q=1"]
+           "http://h h", "http://h/?q=1", "http://h!x:3000", "http://%68/"]
     for url in bad:
         r = env.run(None, "--forge-url=" + url, retry_timeout="5")
         expect(r, 64)
