@@ -13,6 +13,8 @@
 #include "peer.h"
 
 #define RETRY_TIMEOUT_MAX_S 86400
+/* What a host name and a label's name are made of. */
+#define NAME_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 
 enum {
 	OPT_FORGE_URL = 256,
@@ -236,11 +238,8 @@ static const char *check_url(const char *url, struct url *u)
 		len = (size_t)((colon ? colon : end) - host);
 		if (colon)
 			port = colon + 1;
-		for (size_t i = 0; i < len; i++)
-			if (!strchr(
-				"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_",
-				host[i]))
-				return "has a host name that is not one";
+		if (strspn(host, NAME_CHARS) < len)
+			return "has a host name that is not one";
 	}
 	if (len == 0)
 		return "has no host";
@@ -317,8 +316,7 @@ static bool at_or_below(const char *path, const char *dir)
  * ASCII without spaces or commas. */
 static const char *check_label(const char *l)
 {
-	size_t name =
-	    strspn(l, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
+	size_t name = strspn(l, NAME_CHARS);
 
 	if (name == 0)
 		return "a label needs a name of letters, digits, '.', '_' or '-'";
