@@ -45,13 +45,6 @@ int peer_endpoint_from_sockaddr(const struct sockaddr *sa, socklen_t len, struct
 int peer_tcp_owner(const struct peer_endpoint *server, const struct peer_endpoint *client,
 		   uid_t *uid);
 
-/* peer_tcp_owner() on the strings libcurl hands CURLOPT_PREREQFUNCTION:
- * the connection's primary IP and port, and its local IP and port.
- * Returns as peer_tcp_owner(), and -EINVAL for an address or port that
- * peer_endpoint_parse() refuses. */
-int peer_tcp_owner_str(const char *server_ip, long server_port, const char *local_ip,
-		       long local_port, uid_t *uid);
-
 /* The uid that the other end of the connected AF_UNIX stream or seqpacket
  * socket fd had when it called listen() (or created the pair), from
  * SO_PEERCRED; it holds before accept().  Returns 0 with *uid set;

@@ -514,17 +514,6 @@ int peer_tcp_owner(const struct peer_endpoint *server, const struct peer_endpoin
 	return r;
 }
 
-int peer_tcp_owner_str(const char *server_ip, long server_port, const char *local_ip,
-		       long local_port, uid_t *uid)
-{
-	struct peer_endpoint server, client;
-
-	if (peer_endpoint_parse(server_ip, server_port, &server) < 0 ||
-	    peer_endpoint_parse(local_ip, local_port, &client) < 0)
-		return -EINVAL;
-	return peer_tcp_owner(&server, &client, uid);
-}
-
 /* ---- AF_UNIX, and any socket ---- */
 
 static int sock_int(int fd, int opt, int *v)

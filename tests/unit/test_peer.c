@@ -120,6 +120,19 @@ struct ends {
 	struct peer_endpoint server, local;
 };
 
+/* peer_tcp_owner() on numeric addresses and ports as libcurl names a
+ * connection's ends; -EINVAL for what peer_endpoint_parse() refuses. */
+static int owner_of(const char *server_ip, long server_port, const char *local_ip, long local_port,
+		    uid_t *uid)
+{
+	struct peer_endpoint server, client;
+
+	if (peer_endpoint_parse(server_ip, server_port, &server) < 0 ||
+	    peer_endpoint_parse(local_ip, local_port, &client) < 0)
+		return -EINVAL;
+	return peer_tcp_owner(&server, &client, uid);
+}
+
 static void name_of(const struct sockaddr_storage *ss, char *ip, long *port)
 {
 	if (ss->ss_family == AF_INET) {
@@ -179,9 +192,8 @@ static void expect_owner(int client, long want)
 	if (want >= 0)
 		assert_int_equal(uid, want);
 	uid = 4242;
-	assert_int_equal(
-	    peer_tcp_owner_str(e.server_ip, e.server_port, e.local_ip, e.local_port, &uid),
-	    want < 0 ? want : 0);
+	assert_int_equal(owner_of(e.server_ip, e.server_port, e.local_ip, e.local_port, &uid),
+			 want < 0 ? want : 0);
 	if (want >= 0)
 		assert_int_equal(uid, want);
 	uid = 4242;
@@ -280,9 +292,8 @@ static void owner_over_ipv4_mapped(void **state)
 	c = tcp_connect(AF_INET, "127.0.0.1", local_port(l6));
 	expect_owner(c, (long)geteuid());
 	ends_of(c, &e);
-	assert_int_equal(peer_tcp_owner_str("::ffff:127.0.0.1", e.server_port, "::ffff:127.0.0.1",
-					    e.local_port, &uid),
-			 0);
+	assert_int_equal(
+	    owner_of("::ffff:127.0.0.1", e.server_port, "::ffff:127.0.0.1", e.local_port, &uid), 0);
 	assert_int_equal(uid, geteuid());
 	s = accept4(l6, NULL, NULL, SOCK_CLOEXEC);
 	assert_true(s >= 0);
@@ -354,23 +365,22 @@ static void no_such_connection(void **state)
 	assert_int_equal(peer_endpoint_parse("127.0.0.1", 1, &client), 0);
 	assert_int_equal(peer_tcp_owner_netlink(&server, &client, &uid), -ENOENT);
 	assert_int_equal(peer_tcp_owner(&server, &client, &uid), -ENOENT);
-	assert_int_equal(peer_tcp_owner_str("127.0.0.1", port, "127.0.0.1", 1, &uid), -ENOENT);
-	assert_int_equal(peer_tcp_owner_str("::ffff:127.0.0.1", port, "127.0.0.1", 1, &uid),
-			 -ENOENT);
+	assert_int_equal(owner_of("127.0.0.1", port, "127.0.0.1", 1, &uid), -ENOENT);
+	assert_int_equal(owner_of("::ffff:127.0.0.1", port, "127.0.0.1", 1, &uid), -ENOENT);
 	close(l);
 	/* Nothing on the port at all, and over IPv6. */
 	assert_int_equal(peer_tcp_owner(&server, &client, &uid), -ENOENT);
-	assert_int_equal(peer_tcp_owner_str("::1", port, "::1", 1, &uid), -ENOENT);
+	assert_int_equal(owner_of("::1", port, "::1", 1, &uid), -ENOENT);
 	/* A server end elsewhere: 192.0.2.1 is TEST-NET-1. */
-	assert_int_equal(peer_tcp_owner_str("192.0.2.1", 80, "127.0.0.1", 4000, &uid), -ENOENT);
+	assert_int_equal(owner_of("192.0.2.1", 80, "127.0.0.1", 4000, &uid), -ENOENT);
 	assert_int_equal(uid, 4242);
 
 	/* Bad arguments. */
-	assert_int_equal(peer_tcp_owner_str("127.0.0.1", port, "::1", 1, &uid), -EINVAL);
-	assert_int_equal(peer_tcp_owner_str("[::1]", port, "::1", 1, &uid), -EINVAL);
-	assert_int_equal(peer_tcp_owner_str("127.0.0.1", 0, "127.0.0.1", 1, &uid), -EINVAL);
-	assert_int_equal(peer_tcp_owner_str("127.0.0.1", 65536, "127.0.0.1", 1, &uid), -EINVAL);
-	assert_int_equal(peer_tcp_owner_str("localhost", 80, "127.0.0.1", 1, &uid), -EINVAL);
+	assert_int_equal(owner_of("127.0.0.1", port, "::1", 1, &uid), -EINVAL);
+	assert_int_equal(owner_of("[::1]", port, "::1", 1, &uid), -EINVAL);
+	assert_int_equal(owner_of("127.0.0.1", 0, "127.0.0.1", 1, &uid), -EINVAL);
+	assert_int_equal(owner_of("127.0.0.1", 65536, "127.0.0.1", 1, &uid), -EINVAL);
+	assert_int_equal(owner_of("localhost", 80, "127.0.0.1", 1, &uid), -EINVAL);
 	assert_int_equal(uid, 4242);
 }
 
